@@ -1,0 +1,65 @@
+# Thin wrapper over CMake. The real build is CMakeLists.txt.
+#   make            configure + build (CUDA on when nvcc is found) into build/
+#   make deps       install the Debian packages flurry needs (idempotent)
+#   make test       deps + build + every CPU test (GPU tests skip without a GPU)
+#   make test-asan  CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU-only build)
+#   make fuzz       libFuzzer target for the safetensors header parser, short run
+#   make gpu-check  build for sm_90, run every GPU test, print a table (tools/gpu_check.sh)
+#   make bench      build and run the micro-benchmarks (needs a GPU)
+#   make demo       set up and run the main job on a small default
+
+BUILD ?= build
+JOBS ?= $(shell nproc)
+GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+CMAKE_ARGS ?=
+ifdef FLURRY_CUDA
+CMAKE_ARGS += -DFLURRY_CUDA=$(FLURRY_CUDA)
+endif
+ifdef WERROR
+CMAKE_ARGS += -DFLURRY_WERROR=$(WERROR)
+endif
+CTEST = ctest --test-dir $(1) --output-on-failure -j $(JOBS)
+
+.PHONY: all build configure deps test test-asan fuzz gpu-check bench demo clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+configure:
+	@cmake -S . -B $(BUILD) $(GENERATOR) $(CMAKE_ARGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: deps build
+	@$(call CTEST,$(BUILD)) -L cpu
+
+test-asan: deps
+	@cmake -S . -B build-asan $(GENERATOR) -DFLURRY_CUDA=OFF -DFLURRY_SANITIZE=ON -DFLURRY_BENCH=OFF \
+	  -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(call CTEST,build-asan) -L cpu
+
+FUZZ_SECONDS ?= 30
+fuzz: deps
+	@cmake -S . -B build-fuzz $(GENERATOR) -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+	  -DFLURRY_CUDA=OFF -DFLURRY_FUZZ=ON -DFLURRY_TESTS=OFF -DFLURRY_BENCH=OFF >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target safetensors_header_fuzz
+	@mkdir -p build-fuzz/corpus && cp -n tests/fixtures/fuzz/safetensors/* build-fuzz/corpus/ 2>/dev/null || true
+	@build-fuzz/bin/safetensors_header_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  build-fuzz/corpus 2>&1 | tail -n 12
+
+gpu-check:
+	@tools/gpu_check.sh
+
+bench: build
+	@tools/run_bench.sh $(BUILD)
+
+demo: deps build
+	@tools/demo.sh $(BUILD)
+
+clean:
+	rm -rf build build-asan build-fuzz build-gpu
