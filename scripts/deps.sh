@@ -12,6 +12,7 @@ PACKAGES=(
   libsndfile1-dev libsoxr-dev               # audio decode + resample
   libopenmpi-dev openmpi-bin                # distributed runner
   espeak-ng sox                             # synthesized speech in tests
+  zlib1g-dev                                # compression ratio (Whisper temperature fallback)
 )
 
 missing=()
