@@ -19,7 +19,12 @@ void set_sync_launches(bool on) { g_sync.store(on); }
 
 void check_launch(const char* kernel, cudaStream_t stream, const char* file, int line) {
   cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess && sync_launches()) err = cudaStreamSynchronize(stream);
+  if (err == cudaSuccess && sync_launches()) {
+    // Synchronising a stream that is being captured into a graph would invalidate the capture.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    err = cudaStreamIsCapturing(stream, &capture);
+    if (err == cudaSuccess && capture == cudaStreamCaptureStatusNone) err = cudaStreamSynchronize(stream);
+  }
   if (err != cudaSuccess) {
     throw_check_failure("CUDA launch", kernel, file, line,
                         std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err));

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run on the development machine before shipping the tree to a bare GPU host (no network, no
+# Debian packages; only nvcc, cmake, ninja and python3 there). Copies the two header/source-only
+# dependencies the GPU build needs into the gitignored folder .gpu/, which tools/gpu_check.sh
+# passes to CMake when present:
+#   .gpu/include/nlohmann   <- /usr/include/nlohmann   (nlohmann-json3-dev)
+#   .gpu/googletest         <- /usr/src/googletest     (googletest)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JSON_SRC=${JSON_SRC:-/usr/include/nlohmann}
+GTEST_SRC=${GTEST_SRC:-/usr/src/googletest}
+for src in "$JSON_SRC" "$GTEST_SRC"; do
+  if [ ! -d "$src" ]; then
+    echo "gpu_prepare: $src not found; run 'make deps' first" >&2
+    exit 1
+  fi
+done
+mkdir -p .gpu/include
+rm -rf .gpu/include/nlohmann .gpu/googletest
+cp -rL "$JSON_SRC" .gpu/include/nlohmann
+cp -rL "$GTEST_SRC" .gpu/googletest
+echo "gpu_prepare: .gpu/ ready ($(du -sh .gpu | cut -f1)): include/nlohmann, googletest"
