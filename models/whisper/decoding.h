@@ -1,0 +1,149 @@
+// Decoding one 30-second window with openai-whisper's semantics (decoding.py), independent of
+// the backend that computes the logits.
+//
+// The decoder talks to the model through DecoderModel: the CPU reference and the CUDA backend
+// both implement it; the tests drive it with a scripted fake. Everything here — language
+// detection, the logit rules, greedy / sampled / beam search, ranking, no-speech probability —
+// runs on the host over one row of logits per sequence.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/whisper/logit_rules.h"
+
+namespace flurry::whisper {
+
+// Whisper's fixed audio geometry: 30 s windows of 3000 mel frames (10 ms hop); the encoder halves
+// the frame rate, so a timestamp token step is 20 ms.
+constexpr int kSampleRate = 16000;
+constexpr int kHopLength = 160;
+constexpr int kFramesPerWindow = 3000;
+constexpr int kInputStride = 2;  // mel frames per timestamp step
+constexpr double kTimePrecision = static_cast<double>(kInputStride * kHopLength) / kSampleRate;
+
+// The decoder side of a Whisper model with its per-sequence state (self-attention KV caches).
+// A decode holds n_seqs sequences; each reads the encoder output of one audio of the batch the
+// caller encoded before decoding.
+class DecoderModel {
+ public:
+  virtual ~DecoderModel() = default;
+  virtual int vocab_size() const = 0;
+  virtual int n_text_ctx() const = 0;  // 448 for every released Whisper
+  // Drops all sequences and starts audio_of_seq.size() empty ones; sequence s reads audio
+  // audio_of_seq[s].
+  virtual void begin(const std::vector<int>& audio_of_seq) = 0;
+  // Appends tokens[s] to sequence s (after begin(): the whole initial sequence; then one token
+  // per step) and writes the logits after each sequence's last token to last_logits
+  // (n_seqs x vocab, row-major). When aux_pos is not empty, also writes the logits at position
+  // aux_pos[s] of the tokens passed in this call to aux_logits (n_seqs x vocab): the decoder
+  // asks for the SOT position on the first call, for the no-speech probability.
+  virtual void forward(const std::vector<std::vector<int>>& tokens, float* last_logits,
+                       const std::vector<int>& aux_pos, float* aux_logits) = 0;
+  // Rearranges sequences for beam search: new sequence i continues old sequence parent[i]
+  // (a parent may be repeated or dropped; the count may change).
+  virtual void fork(const std::vector<int>& parent) = 0;
+};
+
+// Draws a token from softmax(logits / temperature). Entries may be -inf.
+class TokenSampler {
+ public:
+  virtual ~TokenSampler() = default;
+  virtual int sample(const float* logits, int vocab, float temperature) = 0;
+};
+
+// The default sampler: a seeded mt19937_64 and an inverse CDF in double precision. It does not
+// reproduce torch's random stream (nothing could); it is repeatable for a given seed.
+class RandomSampler : public TokenSampler {
+ public:
+  explicit RandomSampler(uint64_t seed) : rng_(seed) {}
+  int sample(const float* logits, int vocab, float temperature) override;
+
+ private:
+  std::mt19937_64 rng_;
+  std::vector<double> weights_;
+};
+
+enum class Task { kTranscribe, kTranslate };
+
+// openai-whisper's DecodingOptions; 0 / empty / nullopt where it has None.
+struct DecodingOptions {
+  Task task = Task::kTranscribe;
+  std::string language;  // empty: detect from the audio
+  float temperature = 0.0f;
+  int sample_len = 0;    // max tokens to sample; 0: n_text_ctx / 2
+  int best_of = 0;       // independent samples when temperature > 0; 0: unset (1)
+  int beam_size = 0;     // beam search when > 0 (temperature 0 only); 0: unset
+  float patience = 0.0f; // beam search patience (arXiv:2204.05424); 0: unset (1.0)
+  // Google NMT length penalty alpha in [0, 1]; nullopt: rank by sum logprob / length.
+  std::optional<double> length_penalty;
+  std::vector<int> prompt;  // previous context, sent after <|startofprev|>
+  std::vector<int> prefix;  // forced start of this window's output
+  // Ids to suppress; -1 stands for the checkpoint's suppress_tokens list. Whenever the list is
+  // not empty the task, SOT, <|startofprev|>, <|startoflm|> and no-speech tokens join it; an
+  // empty list suppresses nothing (openai-whisper's suppress_tokens="").
+  std::vector<int> suppress_tokens = {-1};
+  bool suppress_blank = true;
+  bool without_timestamps = false;
+  std::optional<double> max_initial_timestamp = 1.0;  // seconds
+  uint64_t seed = 0;  // for the default sampler
+};
+
+// Parses openai-whisper's comma-separated suppress_tokens option ("-1", "", "-1,220").
+std::vector<int> parse_suppress_tokens(const std::string& csv);
+
+struct DecodingResult {
+  std::string language;
+  std::vector<std::pair<std::string, float>> language_probs;  // set when the language was detected
+  std::vector<int> tokens;  // sampled tokens, from after the initial tokens up to (not incl.) EOT
+  std::string text;         // detokenised, whitespace-stripped (empty without a detokeniser)
+  double sum_logprob = 0.0;
+  double avg_logprob = 0.0;  // sum_logprob / (tokens + 1), the +1 for EOT
+  double no_speech_prob = 0.0;
+  double temperature = 0.0;
+  double compression_ratio = 0.0;  // of `text`; NaN without a detokeniser
+};
+
+// Decodes token ids to UTF-8; called with ids below timestamp_begin only (as openai-whisper's
+// Tokenizer.decode drops timestamps).
+using Detokenizer = std::function<std::string(const std::vector<int>&)>;
+
+struct DecodeHooks {
+  Detokenizer detokenize;           // for text and compression_ratio; optional
+  TokenSampler* sampler = nullptr;  // temperature > 0; default: RandomSampler(options.seed)
+  // Per-audio prompts overriding options.prompt (long-form batches carry one context per file).
+  std::vector<std::vector<int>> prompts;
+};
+
+// Language identification for n_audio audios (model audio indices 0..n_audio-1) from the logits
+// after <|startoftranscript|> restricted to the language tokens: the likeliest code and token,
+// and (code, probability) for every language in vocabulary order.
+struct LanguageGuess {
+  std::string code;
+  int token = -1;
+  std::vector<std::pair<std::string, float>> probs;
+};
+std::vector<LanguageGuess> detect_language(DecoderModel& model, const SpecialTokens& sp, int n_audio);
+
+// openai-whisper's DecodingTask.run over n_audio encoded audios (the model's audio indices
+// 0..n_audio-1). Returns one result per audio.
+std::vector<DecodingResult> decode(DecoderModel& model, const SpecialTokens& sp, const DecodingOptions& options,
+                                   int n_audio, const DecodeHooks& hooks = {});
+
+// Building blocks, exposed for tests and for backends that decode on the device.
+// The tokens before the first sampled one: [<|startofprev|> prompt] SOT [lang task] [<|notimestamps|>] prefix.
+std::vector<int> initial_tokens(const SpecialTokens& sp, const DecodingOptions& options, const std::string& language,
+                                int n_text_ctx, const std::vector<int>& prompt);
+// The suppress list the SuppressTokens filter uses (sorted, unique), empty for none.
+std::vector<int> resolve_suppress_tokens(const SpecialTokens& sp, const std::vector<int>& requested);
+// openai-whisper's MaximumLikelihoodRanker: index of the best of sequences with these lengths
+// and summed log-probabilities.
+int rank_sequences(const std::vector<int>& lengths, const std::vector<double>& sum_logprobs,
+                   const std::optional<double>& length_penalty);
+
+}  // namespace flurry::whisper
