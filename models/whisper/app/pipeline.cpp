@@ -1,0 +1,136 @@
+#include "models/whisper/app/pipeline.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "io/audio.h"
+#include "io/json_file.h"
+#include "models/whisper/app/cpu_decoder.h"
+#include "models/whisper/app/features.h"
+#include "runtime/ref/logmel.h"
+#include "models/whisper/text_metrics.h"
+#include "runtime/check.h"
+
+namespace flurry::whisper {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+SpecialTokens decoder_tokens(const WhisperSpecialTokens& n, const BpeTokenizer& tok, const Json& gen) {
+  SpecialTokens sp;
+  sp.sot = n.sot;
+  sp.eot = n.eot;
+  sp.transcribe = n.transcribe;
+  sp.translate = n.translate;
+  sp.sot_lm = n.start_of_lm;
+  sp.sot_prev = n.start_of_prev;
+  sp.no_speech = n.no_speech;
+  sp.no_timestamps = n.no_timestamps;
+  sp.timestamp_begin = n.timestamp_begin;
+  for (const std::string& code : n.language_codes) sp.languages.emplace_back(code, n.language_to_id.at(code));
+  if (gen.is_object() && gen.contains("suppress_tokens") && gen["suppress_tokens"].is_array()) {
+    sp.suppress_tokens = gen["suppress_tokens"].get<std::vector<int>>();
+  }
+  // The blank is the tokenizer's encoding of " "; generation_config's begin_suppress_tokens holds
+  // the same ids plus EOT, and is preferred when present.
+  if (gen.is_object() && gen.contains("begin_suppress_tokens") && gen["begin_suppress_tokens"].is_array()) {
+    for (int id : gen["begin_suppress_tokens"].get<std::vector<int>>()) {
+      if (id != sp.eot) sp.blank_tokens.push_back(id);
+    }
+  } else {
+    sp.blank_tokens = tok.encode(" ", false);
+  }
+  return sp;
+}
+
+}  // namespace
+
+WhisperAssets load_whisper_assets(const std::string& dir) {
+  FLURRY_CHECK(fs::is_directory(dir), "model directory '" << dir << "' does not exist");
+  WhisperAssets a;
+  a.dir = dir;
+  a.model = WhisperModel::load(dir);
+  a.tokenizer = std::make_shared<const BpeTokenizer>(BpeTokenizer::from_dir(dir));
+  a.names = WhisperSpecialTokens::resolve(*a.tokenizer);
+  const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
+  const Json gen = fs::exists(gen_path) ? read_json_file(gen_path) : Json::object();
+  a.special = decoder_tokens(a.names, *a.tokenizer, gen);
+  a.special.validate(static_cast<int>(a.model->config().vocab_size));
+  return a;
+}
+
+Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
+                           const TranscribeOptions& options, double* duration_s) {
+  const std::vector<float> audio = load_audio_16k(path);
+  *duration_s = static_cast<double>(audio.size()) / kAudioSampleRate;
+  const int n_mels = static_cast<int>(assets.model->config().num_mel_bins);
+  const LogMel mel = log_mel_whole(audio.data(), static_cast<int64_t>(audio.size()), n_mels);
+
+  CpuDecoderModel decoder(assets.model);
+  std::vector<float> window(static_cast<size_t>(n_mels) * flurry::kMelWindowFrames);
+  auto encode_window = [&](int seek, int n_frames) {
+    mel.window(seek, n_frames, window.data());
+    decoder.encode_audio(0, window.data());
+  };
+  const BpeTokenizer& tok = *assets.tokenizer;
+  auto detokenize = [&](const std::vector<int>& ids) { return tok.decode(ids, true); };
+  return transcribe(decoder, assets.special, options, static_cast<int>(mel.content_frames), encode_window,
+                    detokenize);
+}
+
+nlohmann::json transcript_record(const Transcript& t, double duration_s) {
+  nlohmann::json segs = nlohmann::json::array();
+  for (const Segment& s : t.segments) {
+    segs.push_back({{"id", s.id},
+                    {"seek", s.seek},
+                    {"start", s.start},
+                    {"end", s.end},
+                    {"text", s.text},
+                    {"tokens", s.tokens},
+                    {"temperature", s.temperature},
+                    {"avg_logprob", s.avg_logprob},
+                    {"compression_ratio", s.compression_ratio},
+                    {"no_speech_prob", s.no_speech_prob}});
+  }
+  return {{"language", t.language}, {"duration", duration_s}, {"text", t.text}, {"segments", segs}};
+}
+
+flurry::Transcript to_output(const Transcript& t, const std::string& id, double duration_s) {
+  flurry::Transcript out;
+  out.id = id;
+  out.language = t.language;
+  out.text = t.text;
+  out.duration = duration_s;
+  for (const Segment& s : t.segments) {
+    flurry::Segment o;
+    o.start = s.start;
+    o.end = s.end;
+    o.text = s.text;
+    o.avg_logprob = s.avg_logprob;
+    o.no_speech_prob = s.no_speech_prob;
+    o.compression_ratio = s.compression_ratio;
+    o.tokens = s.tokens;
+    o.seek = s.seek;
+    o.temperature = s.temperature;
+    out.segments.push_back(std::move(o));
+  }
+  return out;
+}
+
+std::string default_model_dir(const char* argv0) {
+  if (const char* env = std::getenv("FLURRY_WHISPER_MODEL")) return env;
+  std::vector<fs::path> roots = {fs::current_path()};
+  std::error_code ec;
+  const fs::path exe = fs::canonical(argv0, ec);
+  if (!ec) roots.push_back(exe.parent_path().parent_path().parent_path());  // <repo>/build/bin/x
+  for (const fs::path& root : roots) {
+    for (const char* name : {"whisper-tiny", "whisper-base", "whisper-tiny.en", "whisper-base.en"}) {
+      const fs::path p = root / "models-cache" / name;
+      if (fs::exists(p / "config.json", ec)) return p.string();
+    }
+  }
+  return "";
+}
+
+}  // namespace flurry::whisper

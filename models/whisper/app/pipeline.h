@@ -1,0 +1,44 @@
+// One Whisper checkpoint ready to transcribe files: model, tokenizer, special tokens and the
+// checkpoint's generation defaults, loaded once per process and shared by every input.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "io/bpe_tokenizer.h"
+#include "io/whisper_tokens.h"
+#include "io/writers.h"
+#include "models/whisper/model.h"
+#include "models/whisper/transcribe.h"
+
+namespace flurry::whisper {
+
+struct WhisperAssets {
+  std::string dir;
+  std::shared_ptr<const WhisperModel> model;
+  std::shared_ptr<const BpeTokenizer> tokenizer;
+  WhisperSpecialTokens names;  // resolved by name from the tokenizer
+  SpecialTokens special;       // the decoder's view, with generation_config.json's lists
+};
+
+// Reads config.json, the safetensors weights, the tokenizer files and generation_config.json
+// (suppress_tokens, begin_suppress_tokens; both optional) from `dir`. Throws naming what is wrong.
+WhisperAssets load_whisper_assets(const std::string& dir);
+
+// Transcribes one file on the CPU reference path; throws flurry::Error for a bad file.
+Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
+                           const TranscribeOptions& options, double* duration_s);
+
+// The canonical result record fields (language, duration, text, segments) for results.jsonl and
+// the per-file writers' view of the same transcript.
+nlohmann::json transcript_record(const Transcript& t, double duration_s);
+flurry::Transcript to_output(const Transcript& t, const std::string& id, double duration_s);
+
+// The model directory used when --model is not given: $FLURRY_WHISPER_MODEL, else the checkpoint
+// `make demo` installs under models-cache/ (looked up from the working directory and from the
+// binary's location). Empty when none is found.
+std::string default_model_dir(const char* argv0);
+
+}  // namespace flurry::whisper
