@@ -34,6 +34,15 @@ std::vector<TensorEntry> parse_safetensors_header(const char* json, size_t json_
                                                   const std::string& where,
                                                   std::map<std::string, std::string>* metadata);
 
+// Parses a whole safetensors image held in memory (8-byte little-endian header length, header JSON,
+// data area). Entries point into `bytes`. This is the path SafetensorsFile::open takes after mapping
+// the file, and the one the fuzz target drives.
+std::vector<TensorEntry> parse_safetensors_buffer(const void* bytes, size_t size, const std::string& where,
+                                                  std::map<std::string, std::string>* metadata);
+
+// Largest header accepted; real checkpoints stay far below (a few MiB for thousands of tensors).
+constexpr uint64_t kMaxSafetensorsHeader = 100ull << 20;
+
 class SafetensorsFile {
  public:
   // Maps and validates; throws flurry::Error "<path>: <reason>" on any damage.
@@ -53,6 +62,7 @@ class SafetensorsFile {
   void* map_ = nullptr;
   size_t map_size_ = 0;
   std::vector<TensorEntry> tensors_;
+  std::map<std::string, size_t> by_name_;  // index into tensors_; checkpoints hold ~1000 tensors
   std::map<std::string, std::string> metadata_;
 };
 
@@ -66,7 +76,9 @@ class Checkpoint {
   const TensorEntry& get(const std::string& name) const;
   // Checks the stored shape equals `shape`; throws with both shapes otherwise.
   const TensorEntry& get(const std::string& name, const std::vector<int64_t>& shape) const;
-  // Host view of the stored bytes (no copy).
+  // Host view of the stored bytes (no copy). Its alignment is what the file gives: the safetensors
+  // writer pads the header so every tensor is aligned to its element size, but older or foreign
+  // writers may not; to_f32 copies and works either way.
   Tensor view(const std::string& name) const;
   // A copy converted to fp32 (F32, F16, BF16 stored tensors).
   std::vector<float> to_f32(const std::string& name) const;
