@@ -1,0 +1,45 @@
+// The list of work items of a job: paths from the command line, directories (searched recursively
+// for names matching --glob), and --input-list files (one path per line). Ids are the paths as
+// given (a directory's files as "<dir>/<relative path>"), each once, in the order given; the index
+// of an item is its position in that order, which is also the order of results.jsonl.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace flurry::dist {
+
+class DistContext;
+
+struct WorkItem {
+  int64_t index = 0;
+  std::string id;
+  double cost = 0;  // in the job's unit (audio seconds, bytes, tokens); drives the scheduling
+};
+
+// Estimates the cost of one input; may throw (the item then gets cost 0 and fails later, when the
+// worker opens it, as an error record).
+using CostFn = std::function<double(const std::string& path)>;
+
+// The default cost: the file's size in bytes (0 when it cannot be read).
+double byte_size_cost(const std::string& path);
+
+struct InputSpec {
+  std::vector<std::string> paths;  // files or directories
+  std::string input_list;          // file with one path per line ('#' starts a comment line)
+  std::string glob = "*";          // basename pattern for files found in directories (fnmatch)
+};
+
+// Expands the spec into items; throws flurry::Error when an input list cannot be read or nothing
+// at all was given. Paths that do not exist stay in the list (they fail as error records). With a
+// multi-rank context, rank 0 expands and costs the inputs and broadcasts them, so 64 ranks do not
+// each stat a million files; every rank returns the same list.
+std::vector<WorkItem> collect_inputs(const InputSpec& spec, const CostFn& cost = byte_size_cost,
+                                     const DistContext* ctx = nullptr);
+
+// The same for a list of ids that are not files (records of a table): costs from `cost(id)`.
+std::vector<WorkItem> make_items(const std::vector<std::string>& ids, const CostFn& cost);
+
+}  // namespace flurry::dist

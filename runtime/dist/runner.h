@@ -1,0 +1,104 @@
+// The distributed job runner: every model binary hands it a list of inputs and a function that
+// processes one input, and gets dynamic load balancing over all ranks, one output shard per rank,
+// crash-safe resume, a progress line, and the merged results.jsonl + manifest.json.
+//
+// How a binary uses it (flurry-whisper, flurry-embed, flurry-dlrm):
+//
+//   int main(int argc, char** argv) {
+//     flurry::dist::DistContext ctx(&argc, &argv);       // MPI or not, rank, local rank
+//     CLI::App app{"flurry-whisper: transcribe audio"};
+//     flurry::dist::InputSpec inputs;
+//     flurry::dist::RunnerOptions opts;
+//     flurry::dist::add_runner_flags(app, inputs, opts);  // runner_cli.h: paths, --output-dir, ...
+//     ...model flags...
+//     CLI11_PARSE(app, argc, argv);
+//     ctx.select_device();
+//     opts.binary = "flurry-whisper"; opts.model = model_dir; opts.unit = "audio s";
+//     opts.flags = flurry::dist::cli_flags_json(app);
+//     auto items = flurry::dist::collect_inputs(inputs, audio_duration_seconds, &ctx);
+//     Model model = load(...);                             // once per rank
+//     return flurry::dist::run_job(ctx, opts, items, [&](const flurry::dist::WorkItem& it) {
+//       return transcribe(model, it.id);                   // result fields, or throw flurry::Error
+//     });
+//   }
+//
+// Pipelined binaries (reader threads feeding GPU batches, a writer thread) use run_job_session()
+// instead and pull items with JobSession::next() from any thread, reporting each result with
+// complete() or fail() from any thread.
+//
+// What the runner guarantees:
+//   - Rank 0 hands out work largest-cost first in shrinking chunks (schedule.h); rank 0 works too.
+//   - Each rank appends records to OUTPUT_DIR/shards/rank-K.jsonl, one line per input, so a kill at
+//     any moment loses at most the inputs in flight; --resume skips every input that has a record.
+//   - An input whose processing throws flurry::Error becomes {"status": "error", "error": ...} and
+//     the job goes on. Any other exception is a bug or a broken device: the rank logs the item it
+//     held and the job stops (MPI_Abort); the shards written so far stay resumable.
+//   - A rank that dies: under mpirun the job is brought down and rank 0 prints what every rank held;
+//     with launchers that do not, rank 0 notices the silence after dead_rank_timeout_s and stops
+//     the job naming the rank and its items.
+//   - At the end rank 0 writes OUTPUT_DIR/results.jsonl (input order, every input exactly once) and
+//     OUTPUT_DIR/manifest.json, both atomically. run_job returns 0 when every input is ok, 1 when
+//     any failed (the same value on every rank).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/dist/context.h"
+#include "runtime/dist/inputs.h"
+
+namespace flurry::dist {
+
+using Json = nlohmann::json;
+
+struct RunnerOptions {
+  std::string output_dir = "flurry-out";
+  bool resume = false;        // skip inputs that already have a record under output_dir
+  bool overwrite = false;     // start over: remove earlier shards and results first
+  bool retry_errors = false;  // with resume: process inputs whose record is an error again
+  std::string unit = "bytes";  // unit of WorkItem::cost and of the throughput ("audio s", "tokens")
+  std::string binary;          // "flurry-whisper"
+  std::string model;           // checkpoint path or name
+  std::string version;         // defaults to the flurry version
+  Json flags = Json::object();  // the command line, for the manifest
+  Json extra = Json::object();  // more manifest fields from the binary (device, dtype, batch plan)
+  // Result field that holds the work an input really took in `unit` (e.g. "duration"); when empty
+  // or absent from a result, the item's cost counts as its work.
+  std::string work_key;
+  double chunk_k = 2.0;          // chunk = remaining cost / (chunk_k * ranks)
+  int sync_every = 1;            // fsync the shard every N records (1: every record)
+  double progress_interval_s = 10;  // between plain progress lines when stderr is not a terminal
+  double heartbeat_s = 2;           // how often a busy rank tells rank 0 it is alive
+  double dead_rank_timeout_s = 120;  // silence after which rank 0 declares a rank dead
+};
+
+using ProcessFn = std::function<Json(const WorkItem&)>;
+
+// The per-rank view of a running job, for pipelined binaries. All methods are thread-safe.
+class JobSession {
+ public:
+  virtual ~JobSession() = default;
+  // The next input for this rank; blocks while rank 0 is asked for more; false when the job has
+  // no work left for this rank.
+  virtual bool next(WorkItem* item) = 0;
+  // Records the result of an input this rank got from next(). `fields` must be a JSON object.
+  virtual void complete(const WorkItem& item, const Json& fields) = 0;
+  virtual void fail(const WorkItem& item, const std::string& message) = 0;
+  virtual const DistContext& context() const = 0;
+};
+
+using SessionFn = std::function<void(JobSession&)>;
+
+// Collective: every rank calls it with the same items (collect_inputs guarantees that).
+int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
+            const ProcessFn& process);
+int run_job_session(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
+                    const SessionFn& body);
+
+// The flurry version string for manifests ("0.1.0").
+std::string flurry_version();
+
+}  // namespace flurry::dist

@@ -1,0 +1,265 @@
+// Single-process tests of the runner's parts: the work queue (largest first, shrinking chunks,
+// every item once), shard records (torn lines, resume), input collection, and run_job on one rank
+// without MPI (error records, resume, the overwrite guard, results order, manifest).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "runtime/check.h"
+#include "runtime/dist/context.h"
+#include "runtime/dist/progress.h"
+#include "runtime/dist/records.h"
+#include "runtime/dist/runner.h"
+#include "runtime/dist/schedule.h"
+#include "tests/common/test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace flurry::dist {
+namespace {
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("flurry-dist-unit-" + std::to_string(getpid()) + "-" + name);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+std::vector<WorkItem> items_with_costs(const std::vector<double>& costs) {
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < costs.size(); ++i) ids.push_back("item" + std::to_string(i));
+  return make_items(ids, [&](const std::string& id) { return costs[std::stoul(id.substr(4))]; });
+}
+
+TEST(WorkQueue, LargestFirstShrinkingChunksEveryItemOnce) {
+  auto rng = test::test_rng("WorkQueue");
+  std::vector<double> costs(500);
+  for (auto& c : costs) c = 1.0 + static_cast<double>(rng() % 100);
+  costs[7] = 5000;  // one huge item goes out first, alone
+  const auto items = items_with_costs(costs);
+  std::vector<int64_t> all;
+  for (const auto& it : items) all.push_back(it.index);
+  WorkQueue q(&items, all, 4, 2.0);
+  std::vector<int> seen(items.size(), 0);
+  double prev_chunk_cost = 1e300, last_cost = 1e300;
+  int rank = 0;
+  size_t chunks = 0;
+  for (auto chunk = q.next_chunk(rank); !chunk.empty(); chunk = q.next_chunk(rank = (rank + 1) % 4)) {
+    ++chunks;
+    double c = 0;
+    for (int64_t p : chunk) {
+      ++seen[static_cast<size_t>(p)];
+      EXPECT_LE(items[static_cast<size_t>(p)].cost, last_cost) << "not largest first";
+      last_cost = items[static_cast<size_t>(p)].cost;
+      c += items[static_cast<size_t>(p)].cost;
+    }
+    if (chunks == 1) {
+      EXPECT_EQ(chunk, std::vector<int64_t>{7});
+    }
+    // Chunks shrink (allowing one item of slack: a chunk is whole items).
+    EXPECT_LE(c, prev_chunk_cost + 100) << "chunk " << chunks;
+    prev_chunk_cost = c;
+    EXPECT_EQ(q.held_by(rank).size() >= chunk.size(), true);
+    q.finished(rank, chunk);
+    EXPECT_TRUE(q.held_by(rank).empty());
+  }
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], 1) << "item " << i;
+  EXPECT_LT(chunks, items.size()) << "early chunks should hold several items";
+  EXPECT_TRUE(q.drained());
+}
+
+TEST(WorkQueue, ZeroCostsFallBackToCounting) {
+  const auto items = items_with_costs(std::vector<double>(100, 0.0));
+  std::vector<int64_t> all;
+  for (const auto& it : items) all.push_back(it.index);
+  WorkQueue q(&items, all, 2, 2.0);
+  const auto first = q.next_chunk(0);
+  EXPECT_EQ(first.size(), 25u);  // 100 / (2 * 2)
+  size_t n = first.size();
+  while (true) {
+    const auto c = q.next_chunk(1);
+    if (c.empty()) break;
+    n += c.size();
+  }
+  EXPECT_EQ(n, 100u);
+}
+
+TEST(WorkQueue, DescribeHeldNamesRankAndItems) {
+  const auto items = items_with_costs({1, 2, 3});
+  const std::string s = describe_held(items, 3, {2, 0});
+  EXPECT_NE(s.find("rank 3"), std::string::npos) << s;
+  EXPECT_NE(s.find("'item2'"), std::string::npos) << s;
+  EXPECT_NE(s.find("'item0'"), std::string::npos) << s;
+}
+
+TEST(Records, TornLastLineIsIgnoredAndCutBeforeAppending) {
+  const fs::path d = fresh_dir("torn");
+  const std::string path = (d / "rank-0.jsonl").string();
+  {
+    std::ofstream f(path);
+    f << R"({"id":"a","status":"ok","v":1})" << "\n";
+    f << "not json at all\n";
+    f << R"({"id":"b","status":"maybe"})" << "\n";  // not a valid status
+    f << R"({"id":"c","status":"ok","v":)";         // killed mid-write: no newline
+  }
+  auto recs = read_records(path);
+  ASSERT_EQ(recs.size(), 1u);
+  EXPECT_EQ(recs[0]["id"], "a");
+  {
+    ShardWriter w(path, 1);
+    w.append({{"id", "c"}, {"status", "ok"}, {"v", 3}});
+  }
+  recs = read_records(path);
+  ASSERT_EQ(recs.size(), 2u);
+  EXPECT_EQ(recs[1]["id"], "c");
+  EXPECT_EQ(recs[1]["v"], 3);
+}
+
+TEST(Records, LoadPrefersOkAndReadsResults) {
+  const fs::path d = fresh_dir("load");
+  fs::create_directories(shard_dir(d.string()));
+  {
+    std::ofstream(shard_path(d.string(), 0)) << R"({"id":"x","status":"error","error":"e"})" << "\n";
+    std::ofstream(shard_path(d.string(), 1)) << R"({"id":"x","status":"ok"})" << "\n";
+    std::ofstream(d / "results.jsonl") << R"({"id":"y","status":"ok"})" << "\n";
+  }
+  const auto by_id = load_records(d.string());
+  ASSERT_EQ(by_id.size(), 2u);
+  EXPECT_EQ(by_id.at("x")["status"], "ok");
+  EXPECT_EQ(by_id.count("y"), 1u);
+}
+
+TEST(Records, AtomicWriteReplacesWholeFile) {
+  const fs::path d = fresh_dir("atomic");
+  const std::string p = (d / "m.json").string();
+  write_file_atomic(p, "first\n");
+  write_file_atomic(p, "second\n");
+  std::ifstream in(p);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(s, "second\n");
+  size_t files = 0;
+  for (auto& e : fs::directory_iterator(d)) files += e.is_regular_file() ? 1 : 0;
+  EXPECT_EQ(files, 1u) << "temporary file left behind";
+}
+
+TEST(Inputs, DirectoriesGlobListAndDuplicates) {
+  const fs::path d = fresh_dir("inputs");
+  fs::create_directories(d / "audio" / "sub");
+  std::ofstream(d / "audio" / "b.wav") << "12345";
+  std::ofstream(d / "audio" / "sub" / "a.wav") << "1";
+  std::ofstream(d / "audio" / "notes.txt") << "x";
+  std::ofstream(d / "list.txt") << "# comment\n" << (d / "extra.wav").string() << "\n\n"
+                                << (d / "audio" / "b.wav").string() << "\n";
+  InputSpec spec;
+  spec.paths = {(d / "audio").string()};
+  spec.input_list = (d / "list.txt").string();
+  spec.glob = "*.wav";
+  const auto items = collect_inputs(spec);
+  ASSERT_EQ(items.size(), 3u);  // b.wav listed twice counts once
+  EXPECT_EQ(items[0].id, (d / "audio").string() + "/b.wav");
+  EXPECT_EQ(items[0].cost, 5.0);
+  EXPECT_EQ(items[1].id, (d / "audio").string() + "/sub/a.wav");
+  EXPECT_EQ(items[2].id, (d / "extra.wav").string());
+  EXPECT_EQ(items[2].cost, 0.0);  // missing: kept, fails later as an error record
+  for (size_t i = 0; i < items.size(); ++i) EXPECT_EQ(items[i].index, static_cast<int64_t>(i));
+  InputSpec bad;
+  bad.input_list = (d / "nope.txt").string();
+  EXPECT_THROW(collect_inputs(bad), Error);
+  EXPECT_THROW(collect_inputs(InputSpec{}), Error);
+}
+
+TEST(Progress, FormatsDurationsAndLine) {
+  EXPECT_EQ(ProgressLine::format_duration(65), "1:05");
+  EXPECT_EQ(ProgressLine::format_duration(3725), "1:02:05");
+  EXPECT_EQ(ProgressLine::format_duration(-1), "--");
+  ProgressLine p(10, 100, "audio s", 10);
+  p.update(4, 1, 40);
+  const std::string s = p.render();
+  EXPECT_NE(s.find("4/10 items"), std::string::npos) << s;
+  EXPECT_NE(s.find("audio s/s"), std::string::npos) << s;
+  EXPECT_NE(s.find("1 error"), std::string::npos) << s;
+}
+
+std::vector<std::string> result_lines(const fs::path& out) {
+  std::ifstream in(out / "results.jsonl");
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return lines;
+}
+
+Json read_json_manifest(const fs::path& out) {
+  std::ifstream in(out / "manifest.json");
+  return Json::parse(in);
+}
+
+TEST(RunJob, SingleRankErrorsResumeAndOverwrite) {
+  int argc = 1;
+  char name[] = "dist_unit_test";
+  char* args[] = {name, nullptr};
+  char** argv = args;
+  DistContext ctx(&argc, &argv);  // started alone: no MPI
+  ASSERT_EQ(ctx.size(), 1);
+  const fs::path out = fresh_dir("runjob");
+  RunnerOptions opts;
+  opts.output_dir = out.string();
+  opts.unit = "things";
+  opts.work_key = "work";
+  const auto items = items_with_costs({3, 1, 2, 5, 4});
+  int calls = 0;
+  auto process = [&](const WorkItem& it) -> Json {
+    ++calls;
+    if (it.index == 2) FLURRY_FAIL("bad input " << it.id);
+    return Json{{"double", it.index * 2}, {"work", 10}};
+  };
+  EXPECT_EQ(run_job(ctx, opts, items, process), 1);
+  EXPECT_EQ(calls, 5);
+  auto lines = result_lines(out);
+  ASSERT_EQ(lines.size(), 5u);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const Json j = Json::parse(lines[i]);
+    EXPECT_EQ(j["index"], i);
+    EXPECT_EQ(j["id"], "item" + std::to_string(i));
+    if (i == 2) {
+      EXPECT_EQ(j["status"], "error");
+      EXPECT_NE(j["error"].get<std::string>().find("bad input item2"), std::string::npos);
+    } else {
+      EXPECT_EQ(j["status"], "ok");
+      EXPECT_EQ(j["double"], 2 * i);
+    }
+  }
+  const Json m = read_json_manifest(out);
+  EXPECT_EQ(m["errors"], 1);
+  EXPECT_EQ(m["work"], 40.0);  // work_key: 10 per ok input
+  EXPECT_EQ(m["throughput"]["unit"], "things/s");
+
+  // Without --resume an earlier run is not silently mixed in.
+  EXPECT_THROW(run_job(ctx, opts, items, process), Error);
+  // --resume: nothing left to do; --retry-errors: only the failed one again.
+  opts.resume = true;
+  calls = 0;
+  EXPECT_EQ(run_job(ctx, opts, items, process), 1);
+  EXPECT_EQ(calls, 0);
+  opts.retry_errors = true;
+  EXPECT_EQ(run_job(ctx, opts, items, [&](const WorkItem& it) -> Json {
+              ++calls;
+              return Json{{"double", it.index * 2}};
+            }),
+            0);
+  EXPECT_EQ(calls, 1);
+  lines = result_lines(out);
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_EQ(Json::parse(lines[2])["status"], "ok");
+  // --overwrite: everything again.
+  opts.resume = false;
+  opts.retry_errors = false;
+  opts.overwrite = true;
+  calls = 0;
+  EXPECT_EQ(run_job(ctx, opts, items, process), 1);
+  EXPECT_EQ(calls, 5);
+}
+
+}  // namespace
+}  // namespace flurry::dist
