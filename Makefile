@@ -43,9 +43,9 @@ build: configure
 test: deps build models
 	@$(call CTEST,$(BUILD)) -L cpu
 
-test-asan: deps
+test-asan: deps models
 	@cmake -S . -B build-asan $(GENERATOR) -DFLURRY_CUDA=OFF -DFLURRY_SANITIZE=ON -DFLURRY_BENCH=OFF \
-	  -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(call CTEST,build-asan) -L cpu
