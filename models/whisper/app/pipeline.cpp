@@ -62,20 +62,29 @@ WhisperAssets load_whisper_assets(const std::string& dir) {
 
 Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
                            const TranscribeOptions& options, double* duration_s) {
+  CpuDecoderModel decoder(assets.model);
+  WindowBackend backend;
+  backend.decoder = &decoder;
+  backend.encode = [&](const float* mel) { decoder.encode_audio(0, mel); };
+  return transcribe_file(assets, path, options, duration_s, backend);
+}
+
+Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
+                           const TranscribeOptions& options, double* duration_s, const WindowBackend& backend) {
+  FLURRY_CHECK(backend.decoder != nullptr && backend.encode, "transcribe_file: incomplete backend");
   const std::vector<float> audio = load_audio_16k(path);
   *duration_s = static_cast<double>(audio.size()) / kAudioSampleRate;
   const int n_mels = static_cast<int>(assets.model->config().num_mel_bins);
   const LogMel mel = log_mel_whole(audio.data(), static_cast<int64_t>(audio.size()), n_mels);
 
-  CpuDecoderModel decoder(assets.model);
   std::vector<float> window(static_cast<size_t>(n_mels) * flurry::kMelWindowFrames);
   auto encode_window = [&](int seek, int n_frames) {
     mel.window(seek, n_frames, window.data());
-    decoder.encode_audio(0, window.data());
+    backend.encode(window.data());
   };
   const BpeTokenizer& tok = *assets.tokenizer;
   auto detokenize = [&](const std::vector<int>& ids) { return tok.decode(ids, true); };
-  return transcribe(decoder, assets.special, options, static_cast<int>(mel.content_frames), encode_window,
+  return transcribe(*backend.decoder, assets.special, options, static_cast<int>(mel.content_frames), encode_window,
                     detokenize);
 }
 
