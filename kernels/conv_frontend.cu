@@ -1,4 +1,5 @@
 #include "kernels/conv_frontend.cuh"
+#include "kernels/device_types.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -16,17 +17,6 @@ namespace {
 constexpr int kTileT = 32;  // time steps per block of the mel im2col
 constexpr int kTileCols = kTileT + 2;  // plus one padding step each side
 
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 size_t align256(size_t n) { return (n + 255) & ~size_t{255}; }
 

@@ -1,4 +1,5 @@
 #include "kernels/decode_attention.cuh"
+#include "kernels/device_types.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -21,16 +22,6 @@ constexpr int kMaxSplits = 64;
 constexpr int kMinKeysPerSplit = 64;
 constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 struct Params {
   const void* q;

@@ -1,4 +1,5 @@
 #include "kernels/logmel.cuh"
+#include "kernels/device_types.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -119,16 +120,6 @@ __global__ void __launch_bounds__(kMelThreads) mel_log_kernel(
   }
 }
 
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 // out[b, i] = (max(L, peak_b - 8) + 4) / 4, four elements per thread (n_mels * 3000 is a multiple
 // of 4, and every buffer starts 16-byte aligned). `in` may alias `out` when T is float.

@@ -88,23 +88,6 @@ Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
                     detokenize);
 }
 
-nlohmann::json transcript_record(const Transcript& t, double duration_s) {
-  nlohmann::json segs = nlohmann::json::array();
-  for (const Segment& s : t.segments) {
-    segs.push_back({{"id", s.id},
-                    {"seek", s.seek},
-                    {"start", s.start},
-                    {"end", s.end},
-                    {"text", s.text},
-                    {"tokens", s.tokens},
-                    {"temperature", s.temperature},
-                    {"avg_logprob", s.avg_logprob},
-                    {"compression_ratio", s.compression_ratio},
-                    {"no_speech_prob", s.no_speech_prob}});
-  }
-  return {{"language", t.language}, {"duration", duration_s}, {"text", t.text}, {"segments", segs}};
-}
-
 flurry::Transcript to_output(const Transcript& t, const std::string& id, double duration_s) {
   flurry::Transcript out;
   out.id = id;
@@ -125,6 +108,13 @@ flurry::Transcript to_output(const Transcript& t, const std::string& id, double 
     out.segments.push_back(std::move(o));
   }
   return out;
+}
+
+nlohmann::json transcript_record(const Transcript& t, double duration_s) {
+  // The runner adds id and status; the rest is the per-file JSON output's content.
+  nlohmann::json j = transcript_to_json(to_output(t, "", duration_s));
+  j.erase("id");
+  return j;
 }
 
 std::string default_model_dir(const char* argv0) {
