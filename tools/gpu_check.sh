@@ -47,6 +47,9 @@ args=(-S . -B "$BUILD" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DFLURRY_CUDA=ON -DFLU
 command -v ninja >/dev/null 2>&1 && [ ! -f "$BUILD/Makefile" ] && args+=(-G Ninja)
 [ -f .gpu/include/nlohmann/json.hpp ] && args+=(-DFLURRY_JSON_INCLUDE="$ROOT/.gpu/include")
 [ -f .gpu/googletest/CMakeLists.txt ] && args+=(-DFLURRY_GTEST_SOURCE_DIR="$ROOT/.gpu/googletest")
+# zlib headers are rarely on a bare GPU host; use the carried copy unless the host has its own.
+[ ! -f /usr/include/zlib.h ] && [ -f .gpu/zlib/zlib.h ] && \
+  args+=(-DZLIB_INCLUDE_DIR="$ROOT/.gpu/zlib" -DZLIB_LIBRARY="$ROOT/.gpu/zlib/libz.a")
 # shellcheck disable=SC2206
 [ -n "${CMAKE_ARGS:-}" ] && args+=(${CMAKE_ARGS})
 if ! cmake "${args[@]}" >"$BUILD.configure.log" 2>&1; then

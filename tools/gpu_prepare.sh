@@ -5,6 +5,7 @@
 # passes to CMake when present:
 #   .gpu/include/nlohmann   <- /usr/include/nlohmann   (nlohmann-json3-dev)
 #   .gpu/googletest         <- /usr/src/googletest     (googletest)
+#   .gpu/zlib               <- zlib.h, zconf.h, libz.a  (zlib1g-dev; Whisper's decoding uses zlib)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JSON_SRC=${JSON_SRC:-/usr/include/nlohmann}
@@ -19,4 +20,6 @@ mkdir -p .gpu/include
 rm -rf .gpu/include/nlohmann .gpu/googletest
 cp -rL "$JSON_SRC" .gpu/include/nlohmann
 cp -rL "$GTEST_SRC" .gpu/googletest
-echo "gpu_prepare: .gpu/ ready ($(du -sh .gpu | cut -f1)): include/nlohmann, googletest"
+mkdir -p .gpu/zlib
+cp /usr/include/zlib.h /usr/include/zconf.h /usr/lib/x86_64-linux-gnu/libz.a .gpu/zlib/
+echo "gpu_prepare: .gpu/ ready ($(du -sh .gpu | cut -f1)): include/nlohmann, googletest, zlib"
