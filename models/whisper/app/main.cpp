@@ -2,7 +2,10 @@
 // layout, alone or as one rank of an mpirun/srun job. Flags follow openai-whisper's command line.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <memory>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -18,6 +21,11 @@
 #include "runtime/dist/runner_cli.h"
 #include "runtime/log.h"
 
+#if FLURRY_WHISPER_GPU
+#include "models/whisper/gpu/gpu_decoder_model.h"
+#include "models/whisper/gpu/whisper_gpu.h"
+#endif
+
 #if FLURRY_HAVE_BLAS
 extern "C" void openblas_set_num_threads(int num_threads);
 #endif
@@ -27,10 +35,11 @@ namespace {
 using flurry::whisper::TranscribeOptions;
 
 struct Flags {
-  std::string model, device = "cpu", language, task = "transcribe", output_format = "all";
+  std::string model, device, language, task = "transcribe", output_format = "all";
   float temperature = 0.0f;
   double temperature_increment = 0.2;
-  int best_of = 5, beam_size = 5, threads = 0;
+  int best_of = 5, beam_size = 5, threads = 0, batch_size = 1;
+  std::string max_gpu_memory;
   double patience = 0.0, length_penalty = -1.0;
   std::string suppress_tokens = "-1", initial_prompt, log_level = "info";
   bool condition_on_previous_text = true, without_timestamps = false;
@@ -62,7 +71,16 @@ void add_whisper_flags(CLI::App& app, Flags& f) {
   app.add_option("--model", f.model,
                  "checkpoint folder in Hugging Face layout (config.json, model.safetensors, tokenizer "
                  "files); default: $FLURRY_WHISPER_MODEL or the one `make demo` installs");
-  app.add_option("--device", f.device, "cpu (reference path) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--device", f.device,
+                 "cuda or cpu (the reference path); default: cuda when this binary has the CUDA backend and a "
+                 "GPU is present, else cpu")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--batch-size,--batch_size", f.batch_size,
+                 "cuda: audio windows the GPU holds at once (sizes the device memory plan with the beam size)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-gpu-memory,--max_gpu_memory", f.max_gpu_memory,
+                 "cuda: upper bound on the device memory the run takes, e.g. 20GiB, 512MiB or bytes; default: "
+                 "what the GPU has free");
   app.add_option("--language", f.language, "language code spoken in the audio (e.g. en, de, yue); detected when omitted");
   app.add_option("--task", f.task, "transcribe, or translate into English")
       ->check(CLI::IsMember({"transcribe", "translate"}));
@@ -122,6 +140,53 @@ TranscribeOptions make_options(const Flags& f, const flurry::whisper::WhisperAss
   return o;
 }
 
+// "20GiB", "512MiB", "20G", "1.5GB" or a byte count; empty or "0": no bound.
+size_t parse_bytes(const std::string& text) {
+  if (text.empty()) return 0;
+  size_t used = 0;
+  double v = 0.0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    FLURRY_FAIL("--max-gpu-memory '" << text << "': expected a size such as 20GiB, 512MiB or a byte count");
+  }
+  std::string unit = text.substr(used);
+  for (char& ch : unit) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  double scale = 1.0;
+  if (unit.empty() || unit == "b") {
+    scale = 1.0;
+  } else if (unit == "k" || unit == "kb" || unit == "kib") {
+    scale = 1024.0;
+  } else if (unit == "m" || unit == "mb" || unit == "mib") {
+    scale = 1024.0 * 1024.0;
+  } else if (unit == "g" || unit == "gb" || unit == "gib") {
+    scale = 1024.0 * 1024.0 * 1024.0;
+  } else {
+    FLURRY_FAIL("--max-gpu-memory '" << text << "': unknown unit '" << unit << "' (use B, KiB, MiB or GiB)");
+  }
+  FLURRY_CHECK(v >= 0.0, "--max-gpu-memory '" << text << "' is negative");
+  return static_cast<size_t>(v * scale);
+}
+
+// --device, or the default: cuda when the binary has the GPU backend and a GPU is present.
+std::string resolve_device(const std::string& requested) {
+  std::string why;
+#if FLURRY_WHISPER_GPU
+  const bool built = true;
+#else
+  const bool built = false;
+  why = "this flurry-whisper was built without the CUDA backend";
+#endif
+  const bool gpu = built && flurry::cuda_device_count(&why) > 0;
+  if (requested == "cuda") {
+    FLURRY_CHECK(gpu, "--device cuda: " << why << "; use --device cpu");
+    return "cuda";
+  }
+  if (requested == "cpu") return "cpu";
+  LOG_INFO("device " << (gpu ? "cuda (a GPU is present)" : "cpu (" + why + ")") << "; --device overrides");
+  return gpu ? "cuda" : "cpu";
+}
+
 double audio_cost(const std::string& path) {
   try {
     return flurry::probe_audio(path).duration_s;
@@ -144,9 +209,7 @@ int run(int argc, char** argv) {
     return app.exit(e);
   }
   flurry::set_log_level(flurry::parse_log_level(f.log_level));
-  if (f.device == "cuda") {
-    FLURRY_FAIL("--device cuda: the CUDA Whisper pipeline is not built yet; use --device cpu");
-  }
+  const std::string device = resolve_device(f.device);
 #if FLURRY_HAVE_BLAS
   if (f.threads > 0) openblas_set_num_threads(f.threads);
 #endif
@@ -157,14 +220,36 @@ int run(int argc, char** argv) {
   const TranscribeOptions options = make_options(f, assets);
   LOG_INFO("model " << f.model << ": " << assets.model->config().d_model << " wide, "
                     << assets.model->config().encoder_layers << "+" << assets.model->config().decoder_layers
-                    << " layers, " << assets.model->config().num_mel_bins << " mels; device cpu");
+                    << " layers, " << assets.model->config().num_mel_bins << " mels; device " << device);
+  flurry::whisper::WindowBackend backend;
+  const size_t max_gpu_bytes = parse_bytes(f.max_gpu_memory);  // validated on every device
+#if FLURRY_WHISPER_GPU
+  std::unique_ptr<flurry::whisper::WhisperGpu> gpu;
+  std::unique_ptr<flurry::whisper::GpuDecoderModel> gpu_decoder;
+  if (device == "cuda") {
+    flurry::whisper::WhisperGpuOptions go;
+    // The per-file driver decodes one window at a time; its sequences are the beams or the
+    // best-of candidates. --batch-size windows are reserved for the batched pipeline.
+    const int group = std::max({1, options.decode.beam_size, f.best_of});
+    go.plan.max_windows = f.batch_size;
+    go.plan.enc_batch = f.batch_size;
+    go.plan.max_slots = f.batch_size * group;
+    go.max_gpu_memory = max_gpu_bytes;
+    gpu = flurry::whisper::WhisperGpu::create(*assets.model, go);
+    gpu_decoder = std::make_unique<flurry::whisper::GpuDecoderModel>(*gpu);
+    backend.decoder = gpu_decoder.get();
+    backend.encode = [&](const float* mel) { gpu_decoder->encode_audio(0, mel); };
+  }
+#else
+  (void)max_gpu_bytes;
+#endif
 
   opts.binary = "flurry-whisper";
   opts.model = f.model;
   opts.unit = "audio s";
   opts.work_key = "duration";
   opts.flags = flurry::dist::cli_flags_json(app);
-  opts.extra = {{"device", "cpu"}};
+  opts.extra = {{"device", device}};
   const std::vector<flurry::dist::WorkItem> items = flurry::dist::collect_inputs(inputs, audio_cost, &ctx);
   std::vector<std::string> formats;
   if (f.output_format == "all") {
@@ -174,7 +259,10 @@ int run(int argc, char** argv) {
   }
   return flurry::dist::run_job(ctx, opts, items, [&](const flurry::dist::WorkItem& item) {
     double duration = 0.0;
-    const flurry::whisper::Transcript t = flurry::whisper::transcribe_file(assets, item.id, options, &duration);
+    const flurry::whisper::Transcript t =
+        backend.decoder != nullptr
+            ? flurry::whisper::transcribe_file(assets, item.id, options, &duration, backend)
+            : flurry::whisper::transcribe_file(assets, item.id, options, &duration);
     if (!formats.empty()) {
       const std::string base = std::filesystem::path(item.id).filename().string();
       flurry::write_transcript_files(flurry::whisper::to_output(t, item.id, duration), opts.output_dir, base,

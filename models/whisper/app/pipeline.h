@@ -2,6 +2,7 @@
 // checkpoint's generation defaults, loaded once per process and shared by every input.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,6 +31,19 @@ WhisperAssets load_whisper_assets(const std::string& dir);
 // Transcribes one file on the CPU reference path; throws flurry::Error for a bad file.
 Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
                            const TranscribeOptions& options, double* duration_s);
+
+// A decoding backend for transcribe(): the decoder, and how it encodes a window's log-mel
+// ([n_mels, 3000] fp32, host) as its audio 0. The CPU path builds one per file; the GPU path
+// (models/whisper/gpu) shares one for the whole run.
+struct WindowBackend {
+  DecoderModel* decoder = nullptr;
+  std::function<void(const float* mel)> encode;
+};
+
+// As above, on `backend`: the same host log-mel and the same transcribe() driver, so the two
+// devices differ only in the model's arithmetic.
+Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
+                           const TranscribeOptions& options, double* duration_s, const WindowBackend& backend);
 
 // The canonical result record fields (language, duration, text, segments) for results.jsonl and
 // the per-file writers' view of the same transcript.
