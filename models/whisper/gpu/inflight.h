@@ -1,0 +1,128 @@
+// In-flight batching over the GPU Whisper model (whisper_gpu.h's design note, first cut): a pool of
+// S decoder slots that never drains while windows are waiting.
+//
+//   InflightScheduler sched(gpu, options);          // gpu built with inflight_plan(S, E)
+//   sched.submit(window);  ...                      // 30 s windows: samples or log-mel + prompt
+//   sched.run([](InflightResult&& r) { ... });      // until every window has retired
+//
+// One scheduler step:
+//   1. admit: while a slot is free and a window waits, take up to E waiting windows, run log-mel
+//      (LogMelGpu) and the encoder on them as one batch into the staging audio indices [S, S + E),
+//      then copy each window's cross K/V (32 layers x 7.68 MB at large-v3) into the free slot it
+//      takes. Slot i always reads audio index i, so the live slots form runs that one
+//      decode_attention launch covers (self caches by slot, cross K/V by audio index).
+//   2. compact (only once the queue is empty): the highest live slot moves into the lowest free one
+//      (copy_slot for the self caches, one copy per layer for the cross K/V), so the live slots are
+//      always 0..n-1 and the step stays on decoder_forward's single-launch path.
+//   3. step: one decoder_forward over the n live slots, every one bringing exactly one token.
+//      A new window feeds its prompt one token per step (its first prompt_len - 1 steps give
+//      logits nobody reads). That keeps every step uniform (n_new = 1, consecutive slots) at the
+//      cost of prompt_len - 1 extra cross-K/V reads per window (3 for the 4-token prompt, ~10% of
+//      the reads at the benchmark's 30-token mean). TODO: a prefill call of the admitted windows
+//      (n_new = prompt_len, uniform) before the step, once it can run without a second host sync.
+//   4. select: logits_select on the device over the step's logits rows with Whisper's
+//      no-timestamps greedy rules (SuppressBlank, SuppressTokens), giving the argmax and the top 2;
+//      only those ids come back to the host.
+//      Forced lengths are host post-processing of that result: while a window has fewer text
+//      tokens than its target, the pick is the best id that is not EOT (top-1, or top-2 when top-1
+//      is EOT: the top 2 always hold one); at the target the pick is EOT. No device mask is needed
+//      and the decoder does exactly the work of a transcription of that length.
+//   5. retire: a window that picked EOT (or filled its context) frees its slot at the end of the
+//      step and its text tokens go to the callback.
+//
+// Memory: everything on the device comes from the WhisperGpu's arena (sized at start-up by
+// inflight_plan) except the scheduler's few small selection buffers (argmax, top-2, history
+// lengths, suppress lists: a few KB, one cudaMalloc each at construction); the host side reserves
+// its vectors at construction. Nothing is allocated inside run().
+//
+// CUDA graphs: not captured. TODO(capture): decoder_forward synchronises the stream inside
+// (stage_and_embed waits before refilling its pinned staging, and the call ends with a sync to
+// read the embedding error word), stages ids/offsets/kv_lens from host memory, and appends K/V with
+// cudaMemcpy3DAsync at host-computed positions; a capturable step needs those as device arrays
+// plus an append kernel that reads device positions (whisper_gpu.h's design note), after which the
+// step per batch-size bucket can be captured here.
+//
+// Timing: CUDA events around each stage (log-mel, encoder incl. the cross-K/V moves, decoder step
+// incl. selection), summed in InflightStats; stages do not overlap (one stream).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "models/whisper/gpu/whisper_gpu.h"
+
+namespace flurry::whisper {
+
+// One 30 s window to transcribe. Exactly one of samples / mel is set.
+struct InflightWindow {
+  int64_t id = 0;                  // caller's tag, returned in the result
+  const float* samples = nullptr;  // 16 kHz mono fp32, host; the first 480000 are used
+  int64_t n_samples = 0;
+  const float* mel = nullptr;      // or host log-mel [n_mels, 3000] fp32, channel-major
+  std::vector<int32_t> prompt;     // e.g. SOT, language, task, no-timestamps (>= 1 token)
+  int forced_length = -1;          // text tokens before EOT; -1: greedy until EOT
+  int max_new_tokens = 0;          // 0: until the slot's context is full
+};
+
+struct InflightResult {
+  int64_t id = 0;
+  std::vector<int32_t> tokens;  // text tokens, EOT not included
+  bool ended_with_eot = false;  // false: stopped by max_new_tokens or the context
+  int forced_length = -1;
+};
+
+// The no-timestamps greedy rules the selection applies (ids of the checkpoint's tokenizer).
+struct InflightRules {
+  int eot = -1;
+  std::vector<int32_t> suppress_ids;  // SuppressTokens
+  std::vector<int32_t> blank_ids;     // SuppressBlank (EOT is added by the kernel); empty: off
+};
+
+struct InflightOptions {
+  InflightRules rules;
+  // true: a freed slot takes a waiting window at the next step (in-flight batching). false: static
+  // batches: windows are admitted only when every slot is free, so a batch's sequences share their
+  // positions (decoder_forward then appends K/V with one 3-D copy instead of one copy per sequence)
+  // and the batch shrinks as sequences retire; for comparison and as a fallback.
+  bool refill = true;
+};
+
+struct InflightStats {
+  int64_t steps = 0;          // decoder_forward calls
+  int64_t sequence_steps = 0; // sum over steps of the live slots (prompt feeding included)
+  int64_t windows = 0;        // windows encoded
+  int64_t encoder_batches = 0;
+  int64_t slot_moves = 0;     // compactions
+  double mel_s = 0, encoder_s = 0, decoder_s = 0;  // CUDA-event sums
+};
+
+// The plan the scheduler needs: S slots, E windows per encoder batch, S + E audio indices (the last
+// E are the encoder's staging), log-mel on the device, decoder rows for one token per slot.
+GpuPlan inflight_plan(int slots, int enc_batch);
+
+class InflightScheduler {
+ public:
+  // `g` must come from inflight_plan (or a plan with max_windows >= max_slots + enc_batch).
+  InflightScheduler(WhisperGpu& g, InflightOptions options);
+  ~InflightScheduler();
+  InflightScheduler(const InflightScheduler&) = delete;
+  InflightScheduler& operator=(const InflightScheduler&) = delete;
+
+  // Queues a window (the host buffers must outlive run()).
+  void submit(InflightWindow w);
+  // Runs until every submitted window has retired; `on_done` is called once per window, in
+  // retirement order, from this thread.
+  void run(const std::function<void(InflightResult&&)>& on_done);
+
+  const InflightStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = InflightStats{}; }
+
+ private:
+  struct Impl;
+  InflightStats stats_;  // before impl_: Impl holds a reference to it
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace flurry::whisper
