@@ -201,6 +201,7 @@ int run(int argc, char** argv) {
   flurry::dist::InputSpec inputs;
   flurry::dist::RunnerOptions opts;
   Flags f;
+  app.option_defaults()->always_capture_default();  // --help shows every default
   flurry::dist::add_runner_flags(app, inputs, opts);
   add_whisper_flags(app, f);
   try {
