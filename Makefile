@@ -43,12 +43,18 @@ build: configure
 test: deps build models
 	@$(call CTEST,$(BUILD)) -L cpu
 
+# Tests that start ranks under mpirun run without leak detection: Open MPI leaves its own
+# allocations (MCA components it has already unloaded, so no suppression can name them) at exit,
+# and LeakSanitizer would fail every rank. Address and UB checks stay on for them.
+MPI_TESTS = dist_mpirun_test|whisper_cli_test
 test-asan: deps models
 	@cmake -S . -B build-asan $(GENERATOR) -DFLURRY_CUDA=OFF -DFLURRY_SANITIZE=ON -DFLURRY_BENCH=OFF \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  $(call CTEST,build-asan) -L cpu
+	  $(call CTEST,build-asan) -L cpu -E '$(MPI_TESTS)'
+	@ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(call CTEST,build-asan) -L cpu -R '$(MPI_TESTS)'
 
 FUZZ_SECONDS ?= 30
 fuzz: deps
