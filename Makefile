@@ -63,7 +63,7 @@ fuzz: deps
 	@cmake --build build-fuzz -j $(JOBS) --target safetensors_header_fuzz
 	@mkdir -p build-fuzz/corpus && cp -n tests/fixtures/fuzz/safetensors/* build-fuzz/corpus/ 2>/dev/null || true
 	@build-fuzz/bin/safetensors_header_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	  build-fuzz/corpus 2>&1 | tail -n 12
+	  build-fuzz/corpus > build-fuzz/fuzz.log 2>&1; rc=$$?; tail -n 12 build-fuzz/fuzz.log; exit $$rc
 
 gpu-check:
 	@tools/gpu_check.sh
