@@ -26,15 +26,8 @@ namespace flurry {
 namespace {
 
 using test::DeviceBuffer;
-
-GemmLt& lt() {
-  static GemmLt instance;
-  return instance;
-}
-DeviceBuffer& gemm_workspace() {
-  static DeviceBuffer ws(GemmLt::kWorkspaceBytes);
-  return ws;
-}
+using test::shared_gemm_lt;
+using test::shared_gemm_workspace;
 
 struct Case {
   int64_t batch, n_mels, t_in, d;
@@ -108,7 +101,8 @@ void check_case(const Case& c, std::mt19937_64& rng) {
   DeviceBuffer ws(conv_frontend_workspace_bytes(a));
   ws.poison();  // stale scratch must not leak into the result (padding rows are written as zeros)
   Stream stream;
-  conv_frontend(lt(), a, ws.get(), ws.size(), gemm_workspace().get(), gemm_workspace().size(), stream);
+  conv_frontend(shared_gemm_lt(), a, ws.get(), ws.size(), shared_gemm_workspace().get(),
+                shared_gemm_workspace().size(), stream);
   stream.synchronize();
 
   std::vector<uint8_t> raw((out_n + kGuard) * e);
@@ -183,7 +177,8 @@ TEST(ConvFrontendGpu, BatchingDoesNotChangeResults) {
     a.batch = count;
     d_out.poison();
     DeviceBuffer ws(conv_frontend_workspace_bytes(a));
-    conv_frontend(lt(), a, ws.get(), ws.size(), gemm_workspace().get(), gemm_workspace().size(), nullptr);
+    conv_frontend(shared_gemm_lt(), a, ws.get(), ws.size(), shared_gemm_workspace().get(),
+                  shared_gemm_workspace().size(), nullptr);
     CUDA_CHECK(cudaDeviceSynchronize());
     return test::download(d_out.get(), static_cast<size_t>(count * t_out * c.d), t);
   };
@@ -208,17 +203,17 @@ TEST(ConvFrontendGpu, RejectsBadArguments) {
   a.t_in = 8;
   a.d = 8;
   a.type = DType::F32;
-  EXPECT_THROW(conv_frontend(lt(), a, buf.get(), buf.size(), gemm_workspace().get(),
-                             gemm_workspace().size(), nullptr),
+  EXPECT_THROW(conv_frontend(shared_gemm_lt(), a, buf.get(), buf.size(), shared_gemm_workspace().get(),
+                             shared_gemm_workspace().size(), nullptr),
                Error);
   a.type = DType::F16;
-  EXPECT_THROW(conv_frontend(lt(), a, buf.get(), 16, gemm_workspace().get(), gemm_workspace().size(),
-                             nullptr),
+  EXPECT_THROW(conv_frontend(shared_gemm_lt(), a, buf.get(), 16, shared_gemm_workspace().get(),
+                             shared_gemm_workspace().size(), nullptr),
                Error)
       << "workspace too small";
   a.t_in = 0;
-  EXPECT_THROW(conv_frontend(lt(), a, buf.get(), buf.size(), gemm_workspace().get(),
-                             gemm_workspace().size(), nullptr),
+  EXPECT_THROW(conv_frontend(shared_gemm_lt(), a, buf.get(), buf.size(), shared_gemm_workspace().get(),
+                             shared_gemm_workspace().size(), nullptr),
                Error);
 }
 

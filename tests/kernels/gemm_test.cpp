@@ -26,16 +26,8 @@ namespace flurry {
 namespace {
 
 using test::DeviceBuffer;
-
-// One handle and one workspace for the whole binary, as a process would hold them.
-GemmLt& lt() {
-  static GemmLt instance;
-  return instance;
-}
-DeviceBuffer& workspace() {
-  static DeviceBuffer ws(GemmLt::kWorkspaceBytes);
-  return ws;
-}
+using test::shared_gemm_lt;
+using test::shared_gemm_workspace;
 
 struct GpuCase {
   int64_t m, n, k;
@@ -112,7 +104,7 @@ double check_gpu_case(const GpuCase& cs, std::mt19937_64& rng, double bound) {
   g.bias = epilogue_has_bias(cs.e) ? dbias.get() : nullptr;
 
   Stream stream;
-  gemm_gpu(lt(), g, workspace().get(), workspace().size(), stream);
+  gemm_gpu(shared_gemm_lt(), g, shared_gemm_workspace().get(), shared_gemm_workspace().size(), stream);
   stream.synchronize();
   const std::vector<float> out_all = test::download(dc.get(), c_n, cs.c);
 
@@ -275,7 +267,7 @@ TEST(GemmGpu, GeluEpiloguesAreTheFunctionsTheyName) {
     g.bias = dbias.get();
     g.c = dc.get();
     g.epilogue = e;
-    gemm_gpu(lt(), g, workspace().get(), workspace().size(), nullptr);
+    gemm_gpu(shared_gemm_lt(), g, shared_gemm_workspace().get(), shared_gemm_workspace().size(), nullptr);
     CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<float> out = test::download(dc.get(), ref.size(), DType::F32);
     const double err_own = test::rel_norm_error(out.data(), ref.data(), out.size());
@@ -298,12 +290,12 @@ TEST(GemmGpu, PlansAreCachedPerShape) {
   auto rng = test::test_rng("GemmGpu.cache");
   GpuCase cs{48, 80, 24, false, true, DType::F16, DType::F16, Epilogue::BiasRelu};
   check_gpu_case(cs, rng);
-  const size_t after_first = lt().cached_plans();
+  const size_t after_first = shared_gemm_lt().cached_plans();
   check_gpu_case(cs, rng);
-  EXPECT_EQ(lt().cached_plans(), after_first) << "the same shape built a second plan";
+  EXPECT_EQ(shared_gemm_lt().cached_plans(), after_first) << "the same shape built a second plan";
   cs.m = 49;
   check_gpu_case(cs, rng);
-  EXPECT_EQ(lt().cached_plans(), after_first + 1);
+  EXPECT_EQ(shared_gemm_lt().cached_plans(), after_first + 1);
 }
 
 TEST(GemmGpu, RejectsBadArguments) {
@@ -313,15 +305,20 @@ TEST(GemmGpu, RejectsBadArguments) {
   g.a = g.b = buf.get();
   g.c = buf.get();
   g.lda = 4;  // < k
-  EXPECT_THROW(gemm_gpu(lt(), g, workspace().get(), workspace().size(), nullptr), Error);
+  EXPECT_THROW(
+      gemm_gpu(shared_gemm_lt(), g, shared_gemm_workspace().get(), shared_gemm_workspace().size(), nullptr),
+      Error);
   g.lda = 8;
   g.c_type = DType::BF16;  // f16 A/B with bf16 C is not offered
-  EXPECT_THROW(gemm_gpu(lt(), g, workspace().get(), workspace().size(), nullptr), Error);
+  EXPECT_THROW(
+      gemm_gpu(shared_gemm_lt(), g, shared_gemm_workspace().get(), shared_gemm_workspace().size(), nullptr),
+      Error);
   g.c_type = DType::F16;
-  EXPECT_THROW(lt().run(g, nullptr, 1024, nullptr), Error) << "null workspace with a size";
+  EXPECT_THROW(shared_gemm_lt().run(g, nullptr, 1024, nullptr), Error) << "null workspace with a size";
   g.epilogue = Epilogue::BiasGeluErf;
   g.bias = buf.get();
-  EXPECT_THROW(lt().run(g, workspace().get(), workspace().size(), nullptr), Error)
+  EXPECT_THROW(
+      shared_gemm_lt().run(g, shared_gemm_workspace().get(), shared_gemm_workspace().size(), nullptr), Error)
       << "GemmLt must refuse the erf GELU it cannot do exactly";
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/gemm_lt.h"
 #include "runtime/dtype.h"
 
 namespace flurry::test {
@@ -47,6 +48,16 @@ inline std::vector<float> download(const void* src, size_t n, DType t) {
   std::vector<float> out(n);
   convert_to_f32(host.data(), out.data(), n, t);
   return out;
+}
+
+// One cuBLASLt handle and one workspace for the whole test binary, as a process would hold them.
+inline GemmLt& shared_gemm_lt() {
+  static GemmLt instance;
+  return instance;
+}
+inline DeviceBuffer& shared_gemm_workspace() {
+  static DeviceBuffer ws(GemmLt::kWorkspaceBytes);
+  return ws;
 }
 
 }  // namespace flurry::test
