@@ -19,6 +19,7 @@
 #include "runtime/cuda/gemm_lt.h"
 #include "runtime/cuda/stream.h"
 #include "runtime/gemm.h"
+#include "tests/common/gemm_case.h"
 #include "tests/common/test_util.h"
 #include "tests/kernels/gpu_buffers.h"
 
@@ -54,13 +55,7 @@ float unit_alpha(int64_t k) { return 2.0f / std::sqrt(static_cast<float>(k)); }
 
 // Runs one case on the GPU and checks it against gemm_cpu. Returns the relative-norm error.
 double check_gpu_case(const GpuCase& cs, std::mt19937_64& rng, double bound) {
-  GemmArgs g = gemm_dense(cs.m, cs.n, cs.k, cs.ta, cs.tb, cs.ab, cs.c, cs.batch);
-  g.lda += cs.pad;
-  g.ldb += cs.pad;
-  g.ldc += cs.pad;
-  g.stride_a = (cs.ta ? cs.k : cs.m) * g.lda;
-  g.stride_b = cs.shared_b ? 0 : (cs.tb ? cs.n : cs.k) * g.ldb;
-  g.stride_c = cs.m * g.ldc;
+  GemmArgs g = test::padded_gemm_args(cs.m, cs.n, cs.k, cs.ta, cs.tb, cs.ab, cs.c, cs.batch, cs.pad, cs.shared_b);
   g.alpha = cs.alpha;
   g.beta = cs.beta;
   g.epilogue = cs.e;

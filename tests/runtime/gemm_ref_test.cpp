@@ -11,6 +11,7 @@
 
 #include "runtime/check.h"
 #include "runtime/gemm.h"
+#include "tests/common/gemm_case.h"
 #include "tests/common/test_util.h"
 
 namespace flurry {
@@ -74,13 +75,8 @@ std::string case_name(const Case& c) {
 
 // Runs gemm_cpu and the naive loop on the same random inputs and compares the written C entries.
 void check_case(const Case& cs, std::mt19937_64& rng) {
-  GemmArgs g = gemm_dense(cs.m, cs.n, cs.k, cs.ta, cs.tb, DType::F32, DType::F32, cs.batch);
-  g.lda += cs.pad;
-  g.ldb += cs.pad;
-  g.ldc += cs.pad;
-  g.stride_a = (cs.ta ? cs.k : cs.m) * g.lda;
-  g.stride_b = cs.shared_b ? 0 : (cs.tb ? cs.n : cs.k) * g.ldb;
-  g.stride_c = cs.m * g.ldc;
+  GemmArgs g = test::padded_gemm_args(cs.m, cs.n, cs.k, cs.ta, cs.tb, DType::F32, DType::F32, cs.batch, cs.pad,
+                                      cs.shared_b);
   g.alpha = cs.alpha;
   g.beta = cs.beta;
   g.epilogue = cs.e;
