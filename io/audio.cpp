@@ -105,11 +105,11 @@ std::string sniff_unsupported(const std::string& path) {
 SndfilePtr open_audio(const std::string& path, AudioInfo& info) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  FLURRY_CHECK(fs::exists(path, ec), path << ": no such file");
-  FLURRY_CHECK(!fs::is_directory(path, ec), path << ": is a directory, not an audio file");
+  FLURRY_INPUT_CHECK(fs::exists(path, ec), path << ": no such file");
+  FLURRY_INPUT_CHECK(!fs::is_directory(path, ec), path << ": is a directory, not an audio file");
   auto bytes = fs::file_size(path, ec);
-  FLURRY_CHECK(!ec, path << ": cannot read the file size: " << ec.message());
-  FLURRY_CHECK(bytes > 0, path << ": empty file (0 bytes)");
+  FLURRY_INPUT_CHECK(!ec, path << ": cannot read the file size: " << ec.message());
+  FLURRY_INPUT_CHECK(bytes > 0, path << ": empty file (0 bytes)");
 
   SF_INFO sfi{};
   SndfilePtr f(sf_open(path.c_str(), SFM_READ, &sfi));
@@ -117,18 +117,18 @@ SndfilePtr open_audio(const std::string& path, AudioInfo& info) {
     int code = sf_error(nullptr);
     std::string why = sf_strerror(nullptr);
     const std::string unsupported = sniff_unsupported(path);
-    FLURRY_CHECK(unsupported.empty(), path << ": unsupported audio encoding: " << unsupported);
+    FLURRY_INPUT_CHECK(unsupported.empty(), path << ": unsupported audio encoding: " << unsupported);
     switch (code) {
       case SF_ERR_UNRECOGNISED_FORMAT:
-        FLURRY_FAIL(path << ": not a recognised audio file (" << why << ")");
+        FLURRY_INPUT_FAIL(path << ": not a recognised audio file (" << why << ")");
       case SF_ERR_UNSUPPORTED_ENCODING:
-        FLURRY_FAIL(path << ": unsupported audio encoding (" << why << ")");
+        FLURRY_INPUT_FAIL(path << ": unsupported audio encoding (" << why << ")");
       case SF_ERR_MALFORMED_FILE:
-        FLURRY_FAIL(path << ": malformed or truncated audio file (" << why << ")");
+        FLURRY_INPUT_FAIL(path << ": malformed or truncated audio file (" << why << ")");
       case SF_ERR_SYSTEM:
-        FLURRY_FAIL(path << ": cannot open (" << why << ")");
+        FLURRY_INPUT_FAIL(path << ": cannot open (" << why << ")");
       default:
-        FLURRY_FAIL(path << ": malformed or unreadable audio file (" << why << ")");
+        FLURRY_INPUT_FAIL(path << ": malformed or unreadable audio file (" << why << ")");
     }
   }
   info.path = path;
@@ -137,14 +137,14 @@ SndfilePtr open_audio(const std::string& path, AudioInfo& info) {
   info.frames = sfi.frames;
   info.container = format_name(f.get(), sfi.format & SF_FORMAT_TYPEMASK);
   info.encoding = format_name(f.get(), sfi.format & SF_FORMAT_SUBMASK);
-  FLURRY_CHECK(sfi.samplerate > 0, path << ": invalid sample rate " << sfi.samplerate);
-  FLURRY_CHECK(sfi.channels > 0, path << ": invalid channel count " << sfi.channels);
+  FLURRY_INPUT_CHECK(sfi.samplerate > 0, path << ": invalid sample rate " << sfi.samplerate);
+  FLURRY_INPUT_CHECK(sfi.channels > 0, path << ": invalid channel count " << sfi.channels);
   // An Ogg stream whose final page is missing has no known length (libsndfile reports the
   // maximum count); it was cut off while being written or copied.
-  FLURRY_CHECK(sfi.frames != std::numeric_limits<sf_count_t>::max() && sfi.frames >= 0,
+  FLURRY_INPUT_CHECK(sfi.frames != std::numeric_limits<sf_count_t>::max() && sfi.frames >= 0,
                path << ": truncated file (stream length unknown: the final Ogg page is missing)");
-  FLURRY_CHECK(sfi.frames > 0, path << ": zero-length audio (the file holds no samples)");
-  FLURRY_CHECK(!header_overstates_data(f.get()),
+  FLURRY_INPUT_CHECK(sfi.frames > 0, path << ": zero-length audio (the file holds no samples)");
+  FLURRY_INPUT_CHECK(!header_overstates_data(f.get()),
                path << ": truncated file (the header declares " << sfi.frames * sfi.channels
                     << "+ samples beyond the end of the data; " << info.container << ")");
   info.duration_s = static_cast<double>(sfi.frames) / sfi.samplerate;
@@ -187,7 +187,7 @@ class Resampler {
     soxr_io_spec_t io = float_io();
     soxr_quality_spec_t q = hq();
     soxr_.reset(soxr_create(in_rate, kAudioSampleRate, 1, &err, &io, &q, nullptr));
-    FLURRY_CHECK(err == nullptr && soxr_, path << ": cannot resample from " << in_rate
+    FLURRY_INPUT_CHECK(err == nullptr && soxr_, path << ": cannot resample from " << in_rate
                                               << " Hz: " << (err ? err : "soxr_create failed"));
   }
 
@@ -208,9 +208,9 @@ class Resampler {
       soxr_error_t err = soxr_process(soxr_.get(), src, in ? n - consumed : 0, &idone,
                                       out.data() + old, cap, &odone);
       out.resize(old + odone);
-      FLURRY_CHECK(err == nullptr, path_ << ": resampling failed: " << err);
+      FLURRY_INPUT_CHECK(err == nullptr, path_ << ": resampling failed: " << err);
       consumed += idone;
-      FLURRY_CHECK(!in || idone > 0 || odone > 0, path_ << ": resampler made no progress");
+      FLURRY_INPUT_CHECK(!in || idone > 0 || odone > 0, path_ << ": resampler made no progress");
       // Feeding: done once soxr took all input. Flushing: done once it yields nothing more.
       if (in ? consumed >= n : odone == 0) break;
     }
@@ -269,7 +269,7 @@ struct AudioStream::Impl {
   void check_complete() {
     if (decoded_frames >= info.frames - length_slack(info, format_major)) return;
     int code = sf_error(file.get());
-    FLURRY_FAIL(info.path << ": truncated or corrupt file: decoded " << decoded_frames << " of the "
+    FLURRY_INPUT_FAIL(info.path << ": truncated or corrupt file: decoded " << decoded_frames << " of the "
                           << info.frames << " frames the header declares ("
                           << (code ? sf_strerror(file.get()) : "end of data") << ")");
   }
@@ -329,7 +329,7 @@ std::vector<float> load_audio_16k(const std::string& path) {
   const int64_t decoded = static_cast<int64_t>(mono.size());
   if (decoded < info.frames - slack) {
     int code = sf_error(f.get());
-    FLURRY_FAIL(path << ": truncated or corrupt file: decoded " << decoded << " of the "
+    FLURRY_INPUT_FAIL(path << ": truncated or corrupt file: decoded " << decoded << " of the "
                      << info.frames << " frames the header declares ("
                      << (code ? sf_strerror(f.get()) : "end of data") << ")");
   }
@@ -342,7 +342,7 @@ std::vector<float> load_audio_16k(const std::string& path) {
   soxr_quality_spec_t q = hq();
   soxr_error_t err = soxr_oneshot(info.sample_rate, kAudioSampleRate, 1, mono.data(), mono.size(),
                                   &idone, out.data(), out.size(), &odone, &io, &q, nullptr);
-  FLURRY_CHECK(err == nullptr, path << ": resampling from " << info.sample_rate
+  FLURRY_INPUT_CHECK(err == nullptr, path << ": resampling from " << info.sample_rate
                                     << " Hz failed: " << err);
   out.resize(odone);
   return out;

@@ -33,5 +33,5 @@ for line in open(sys.argv[1]):
     else:
         print(f"{r['id']}: ERROR {r['error']}")
 PY
-echo "demo: results in $work/out (results.jsonl, manifest.json, one .txt per file)" >&2
+echo "demo: results in $work/out (results.jsonl, manifest.json, outputs/ with one .txt per file)" >&2
 exit $rc

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -116,16 +117,36 @@ DistContext::~DistContext() {
 #endif
 }
 
+int gpu_for_local_rank(int local_rank, int device_count) {
+  if (device_count <= 0) return -1;
+  FLURRY_CHECK(local_rank >= 0, "negative node-local rank " << local_rank);
+  return local_rank % device_count;
+}
+
+bool fake_gpus() {
+  const char* v = std::getenv("FLURRY_TEST_GPU_COUNT");
+  return v != nullptr && *v != '\0';
+}
+
+int usable_gpu_count(std::string* why) {
+  if (fake_gpus()) {
+    const int n = std::atoi(std::getenv("FLURRY_TEST_GPU_COUNT"));
+    if (n <= 0 && why) *why = "FLURRY_TEST_GPU_COUNT says no GPU";
+    return std::max(n, 0);
+  }
+  return cuda_device_count(why);
+}
+
 int DistContext::select_device() {
   std::string why;
-  device_count_ = cuda_device_count(&why);
+  device_count_ = usable_gpu_count(&why);
   if (device_count_ == 0) {
     device_ = -1;
     LOG_DEBUG("no GPU for rank " << rank_ << ": " << why);
     return device_;
   }
-  device_ = local_rank_ % device_count_;
-  set_device(device_);
+  device_ = gpu_for_local_rank(local_rank_, device_count_);
+  if (!fake_gpus()) set_device(device_);
   LOG_INFO("rank " << rank_ << " (local " << local_rank_ << "/" << local_size_ << " on " << hostname_
                    << ") uses GPU " << device_ << " of " << device_count_
                    << (gpu_shared() ? " (shared with other ranks)" : ""));

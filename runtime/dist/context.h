@@ -74,6 +74,15 @@ class DistContext {
 #endif
 };
 
+// The GPU a rank drives: node-local rank modulo the devices the node shows it (-1 without any).
+int gpu_for_local_rank(int local_rank, int device_count);
+
+// Usable CUDA devices (0 on any error, with the reason in `why`). Test hook: FLURRY_TEST_GPU_COUNT=N
+// pretends N devices exist (no CUDA call is made, and select_device() sets none), so that the
+// rank -> GPU choice of every binary can be checked on a machine without GPUs.
+int usable_gpu_count(std::string* why = nullptr);
+bool fake_gpus();
+
 // Library versions for manifests: "Open MPI v4.1.4, ..." or "none" (built without MPI).
 std::string mpi_library_version();
 

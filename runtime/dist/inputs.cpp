@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "runtime/check.h"
@@ -79,12 +80,13 @@ std::vector<WorkItem> collect_local(const InputSpec& spec, const CostFn& cost) {
 }
 
 #if FLURRY_HAVE_MPI
-// Items travel as one buffer: "cost\tid\n" lines (ids are paths: no newline or tab inside).
+// Items travel as one buffer: "cost begin end\tid\n" lines (ids: no newline or tab inside).
 std::string pack(const std::vector<WorkItem>& items) {
   std::string s;
   for (const auto& it : items) {
-    char num[32];
-    std::snprintf(num, sizeof(num), "%.17g", it.cost);
+    char num[96];
+    std::snprintf(num, sizeof(num), "%.17g %lld %lld", it.cost, static_cast<long long>(it.row_begin),
+                  static_cast<long long>(it.row_end));
     s += num;
     s += '\t';
     s += it.id;
@@ -101,11 +103,16 @@ std::vector<WorkItem> unpack(const std::string& s) {
     const size_t nl = s.find('\n', tab);
     WorkItem w;
     w.index = static_cast<int64_t>(items.size());
-    w.cost = std::strtod(s.substr(pos, tab - pos).c_str(), nullptr);
+    const std::string head = s.substr(pos, tab - pos);
+    char* end = nullptr;
+    w.cost = std::strtod(head.c_str(), &end);
+    w.row_begin = std::strtoll(end, &end, 10);
+    w.row_end = std::strtoll(end, &end, 10);
     w.id = s.substr(tab + 1, nl - tab - 1);
     items.push_back(std::move(w));
     pos = nl + 1;
   }
+  assign_output_keys(items);
   return items;
 }
 
@@ -123,6 +130,85 @@ void bcast_string(std::string& s, MPI_Comm comm, int rank) {
 #endif
 
 }  // namespace
+
+namespace {
+
+// The components of an id as a relative path: no root, no ".", ".." kept as a component (it is
+// made harmless when the key is built).
+std::vector<std::string> id_components(const std::string& id) {
+  std::vector<std::string> parts;
+  for (const auto& c : fs::path(id).lexically_normal()) {
+    const std::string part = c.string();
+    if (part.empty() || part == "/" || part == ".") continue;
+    parts.push_back(part);
+  }
+  return parts;
+}
+
+std::string strip_extension(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return (dot == std::string::npos || dot == 0) ? name : name.substr(0, dot);
+}
+
+}  // namespace
+
+void assign_output_keys(std::vector<WorkItem>& items) {
+  std::vector<std::vector<std::string>> parts(items.size());
+  for (size_t i = 0; i < items.size(); ++i) parts[i] = id_components(items[i].id);
+  // The deepest folder every id lies in: its components are dropped from every key.
+  size_t common = 0;
+  if (!items.empty()) {
+    common = parts[0].empty() ? 0 : parts[0].size() - 1;
+    for (const auto& p : parts) {
+      const size_t dirs = p.empty() ? 0 : p.size() - 1;
+      size_t k = 0;
+      while (k < std::min(common, dirs) && p[k] == parts[0][k]) ++k;
+      common = k;
+    }
+  }
+  auto key_of = [&](size_t i, bool keep_ext) {
+    const auto& p = parts[i];
+    std::string key;
+    for (size_t k = common; k < p.size(); ++k) {
+      std::string c = p[k] == ".." ? "__" : p[k];
+      if (k + 1 == p.size() && !keep_ext) c = strip_extension(c);
+      key += (key.empty() ? "" : "/") + c;
+    }
+    return key.empty() ? "item-" + std::to_string(items[i].index) : key;
+  };
+  std::unordered_map<std::string, int> count;
+  for (size_t i = 0; i < items.size(); ++i) ++count[key_of(i, false)];
+  std::unordered_set<std::string> used;
+  for (size_t i = 0; i < items.size(); ++i) {
+    std::string key = key_of(i, false);
+    if (count[key] > 1) key = key_of(i, true);
+    if (!used.insert(key).second) {
+      key += "~" + std::to_string(items[i].index);
+      used.insert(key);
+    }
+    items[i].key = key;
+  }
+}
+
+std::vector<WorkItem> make_row_chunks(const std::string& prefix, int64_t total_rows, int64_t rows_per_chunk,
+                                      const std::function<double(int64_t, int64_t)>& row_cost) {
+  FLURRY_CHECK(total_rows >= 0, "negative row count " << total_rows);
+  FLURRY_CHECK(rows_per_chunk > 0, "rows per chunk must be positive, got " << rows_per_chunk);
+  FLURRY_CHECK(prefix.find_first_of("\n\t/") == std::string::npos, "bad chunk prefix '" << prefix << "'");
+  std::vector<WorkItem> items;
+  for (int64_t b = 0; b < total_rows; b += rows_per_chunk) {
+    WorkItem w;
+    w.index = static_cast<int64_t>(items.size());
+    w.row_begin = b;
+    w.row_end = std::min(total_rows, b + rows_per_chunk);
+    w.id = prefix + ":" + std::to_string(w.row_begin) + "-" + std::to_string(w.row_end);
+    w.cost = row_cost ? row_cost(w.row_begin, w.row_end) : static_cast<double>(w.rows());
+    if (!(w.cost >= 0)) w.cost = 0;
+    items.push_back(std::move(w));
+  }
+  assign_output_keys(items);
+  return items;
+}
 
 std::vector<WorkItem> make_items(const std::vector<std::string>& ids, const CostFn& cost) {
   std::vector<WorkItem> items;
@@ -149,6 +235,7 @@ std::vector<WorkItem> make_items(const std::vector<std::string>& ids, const Cost
     items.push_back(std::move(w));
   }
   if (dups > 0) LOG_WARN(dups << " duplicate input(s) ignored: every id is processed once");
+  assign_output_keys(items);
   return items;
 }
 

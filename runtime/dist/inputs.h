@@ -17,6 +17,12 @@ struct WorkItem {
   int64_t index = 0;
   std::string id;
   double cost = 0;  // in the job's unit (audio seconds, bytes, tokens); drives the scheduling
+  // Where this item's own output files go, relative to OUTPUT_DIR/outputs/ and without extension
+  // (see assign_output_keys); unique within the job.
+  std::string key;
+  // A chunk of rows of a table (embed, dlrm): rows [row_begin, row_end); both -1 for a file.
+  int64_t row_begin = -1, row_end = -1;
+  int64_t rows() const { return row_end > row_begin ? row_end - row_begin : 0; }
 };
 
 // Estimates the cost of one input; may throw (the item then gets cost 0 and fails later, when the
@@ -41,5 +47,17 @@ std::vector<WorkItem> collect_inputs(const InputSpec& spec, const CostFn& cost =
 
 // The same for a list of ids that are not files (records of a table): costs from `cost(id)`.
 std::vector<WorkItem> make_items(const std::vector<std::string>& ids, const CostFn& cost);
+
+// Items that are chunks of `total_rows` rows of one table, `rows_per_chunk` each (the last one
+// shorter): ids "<prefix>:<begin>-<end>", cost = rows × `cost_per_row` (or `row_cost(begin, end)`
+// when given, e.g. the chunk's token count).
+std::vector<WorkItem> make_row_chunks(const std::string& prefix, int64_t total_rows, int64_t rows_per_chunk,
+                                      const std::function<double(int64_t, int64_t)>& row_cost = nullptr);
+
+// Gives every item a unique output key, the same on every rank: its path relative to the deepest
+// folder all the ids share, without the extension ("a/x.wav", "b/x.wav" -> "a/x", "b/x"; a single
+// "/data/x.wav" -> "x"). Ids whose keys would collide keep their extension ("x.wav", "x.mp3"); a
+// collision that remains gets "~<index>". ".." and empty components never climb out of the folder.
+void assign_output_keys(std::vector<WorkItem>& items);
 
 }  // namespace flurry::dist

@@ -1,6 +1,7 @@
 #include "runtime/dist/runner.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <sstream>
@@ -22,6 +23,18 @@ namespace flurry::dist {
 #endif
 
 std::string flurry_version() { return FLURRY_VERSION_STRING; }
+
+std::string outputs_dir(const std::string& output_dir) { return output_dir + "/outputs"; }
+
+std::string item_output_base(const RunnerOptions& opts, const WorkItem& item) {
+  FLURRY_CHECK(!item.key.empty(), "item '" << item.id << "' has no output key (make items with collect_inputs, "
+                                           "make_items or make_row_chunks)");
+  const fs::path base = fs::path(outputs_dir(opts.output_dir)) / item.key;
+  std::error_code ec;
+  fs::create_directories(base.parent_path(), ec);
+  FLURRY_CHECK(!ec, base.parent_path().string() << ": cannot create output folder: " << ec.message());
+  return base.string();
+}
 
 namespace {
 
@@ -53,6 +66,7 @@ void agree_on_error(const DistContext& ctx, std::string error) {
 bool has_earlier_output(const std::string& dir) {
   std::error_code ec;
   if (fs::exists(dir + "/results.jsonl", ec)) return true;
+  if (fs::is_directory(outputs_dir(dir), ec) && !fs::is_empty(outputs_dir(dir), ec)) return true;
   if (!fs::is_directory(shard_dir(dir), ec)) return false;
   for (const auto& e : fs::directory_iterator(shard_dir(dir), ec)) {
     if (e.path().extension() == ".jsonl" && e.file_size(ec) > 0) return true;
@@ -70,6 +84,7 @@ std::vector<int64_t> prepare_output(const RunnerOptions& opts, const std::vector
     }
     fs::remove(opts.output_dir + "/results.jsonl");
     fs::remove(opts.output_dir + "/manifest.json");
+    fs::remove_all(outputs_dir(opts.output_dir));
   } else if (!opts.resume && has_earlier_output(opts.output_dir)) {
     FLURRY_FAIL(opts.output_dir << " already holds results of an earlier run: pass --resume to finish "
                                    "it, or --overwrite to start over");
@@ -197,6 +212,20 @@ void write_manifest(const DistContext& ctx, const RunnerOptions& opts, const std
   write_file_atomic(opts.output_dir + "/manifest.json", j.dump(2) + "\n");
 }
 
+// A fault that is not an input's: say what and where, keep every record written, end the job.
+[[noreturn]] void stop_rank(const DistContext& ctx, const RunnerOptions& opts, const std::string& item,
+                            const std::string& what) {
+  LOG_ERROR("rank " << ctx.rank() << " stopped" << (item.empty() ? "" : " on input '" + item + "'") << ": "
+                    << what << ". This is not a fault of the input; records already written are kept in "
+                    << opts.output_dir << ": run again with --resume to do the rest");
+  ctx.abort(2);
+}
+
+int64_t fatal_test_index() {
+  const char* v = std::getenv("FLURRY_TEST_FATAL_AT");
+  return (v != nullptr && *v != '\0') ? std::atoll(v) : -1;
+}
+
 int bcast_status(const DistContext& ctx, int status) {
 #if FLURRY_HAVE_MPI
   if (ctx.mpi_active() && ctx.size() > 1) MPI_CHECK(MPI_Bcast(&status, 1, MPI_INT, 0, ctx.world()));
@@ -247,8 +276,7 @@ int run_job_session(DistContext& ctx, const RunnerOptions& opts, const std::vect
   try {
     body(session);
   } catch (const std::exception& e) {
-    LOG_ERROR("rank " << ctx.rank() << " failed: " << e.what() << "; stopping the job (resumable)");
-    ctx.abort(2);
+    stop_rank(ctx, opts, "", e.what());
   }
   session.stop();
   shard.sync();
@@ -272,19 +300,21 @@ int run_job_session(DistContext& ctx, const RunnerOptions& opts, const std::vect
 
 int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
             const ProcessFn& process) {
+  const int64_t fatal_at = fatal_test_index();
   return run_job_session(ctx, opts, items, [&](JobSession& s) {
     WorkItem item;
     while (s.next(&item)) {
       Json fields;
       try {
+        if (item.index == fatal_at) FLURRY_FAIL("injected fatal fault (FLURRY_TEST_FATAL_AT=" << fatal_at << ")");
         fields = process(item);
-      } catch (const Error& e) {
+      } catch (const InputError& e) {
         s.fail(item, e.what());
         continue;
       } catch (const std::exception& e) {
-        // Not an input problem: a bug or a broken device. Stop the job; the shards stay resumable.
-        LOG_ERROR("rank " << ctx.rank() << " stopped on item '" << item.id << "': " << e.what());
-        ctx.abort(2);
+        // Not the input's fault: a device fault, a broken invariant, a bug. Going on would turn
+        // every remaining input into an error record; stop instead and let --resume finish.
+        stop_rank(ctx, opts, item.id, e.what());
       }
       s.complete(item, fields);
     }

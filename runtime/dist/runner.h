@@ -30,9 +30,15 @@
 //   - Rank 0 hands out work largest-cost first in shrinking chunks (schedule.h); rank 0 works too.
 //   - Each rank appends records to OUTPUT_DIR/shards/rank-K.jsonl, one line per input, so a kill at
 //     any moment loses at most the inputs in flight; --resume skips every input that has a record.
-//   - An input whose processing throws flurry::Error becomes {"status": "error", "error": ...} and
-//     the job goes on. Any other exception is a bug or a broken device: the rank logs the item it
-//     held and the job stops (MPI_Abort); the shards written so far stay resumable.
+//   - An input whose processing throws flurry::InputError (the input's own fault) becomes
+//     {"status": "error", "error": ...} and the job goes on. Anything else (flurry::Error from a
+//     CUDA/MPI/library check or a broken invariant, any other exception) is not the input's fault:
+//     the rank says which item it held and why, and the job stops with exit status 2 (MPI_Abort
+//     under a launcher). The records written so far stay; --resume redoes only what is missing.
+//     The test hook FLURRY_TEST_FATAL_AT=<index> raises such a fault at that input.
+//   - Per-item output files (transcripts, ...) go under OUTPUT_DIR/outputs/ by the item's key
+//     (item_output_base), so same-named inputs in two folders never overwrite each other, and
+//     --overwrite removes them with the rest.
 //   - A rank that dies: under mpirun the job is brought down and rank 0 prints what every rank held;
 //     with launchers that do not, rank 0 notices the silence after dead_rank_timeout_s and stops
 //     the job naming the rank and its items.
@@ -97,6 +103,11 @@ int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkI
             const ProcessFn& process);
 int run_job_session(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
                     const SessionFn& body);
+
+// OUTPUT_DIR/outputs/<item.key>: the path, without extension, of an item's own output files; its
+// folder is created. The writer adds ".txt", ".srt", ... .
+std::string item_output_base(const RunnerOptions& opts, const WorkItem& item);
+std::string outputs_dir(const std::string& output_dir);
 
 // The flurry version string for manifests ("0.1.0").
 std::string flurry_version();

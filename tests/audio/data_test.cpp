@@ -57,7 +57,7 @@ TEST(LogMel, FiltersMatchOpenaiWhisperAssets) {
   for (int n_mels : {80, 128}) {
     const std::string path = dir + "mel_" + std::to_string(n_mels) + ".npy";
     if (!std::ifstream(path)) {
-      GTEST_SKIP() << path << " absent (run tools/fetch_openai_whisper.sh)";
+      FLURRY_REQUIRE_MODEL_DATA(false, path << " absent (run make models: tools/fetch_openai_whisper.sh)");
     }
     int64_t rows = 0, cols = 0;
     std::vector<float> ref = read_npy_f32(path, rows, cols);

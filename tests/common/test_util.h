@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -65,4 +66,19 @@ std::string shared_data_path(const std::string& relative);
     if (::flurry::cuda_device_count(&flurry_gpu_why_) == 0) {                \
       GTEST_SKIP() << "no GPU: " << flurry_gpu_why_;                         \
     }                                                                        \
+  } while (0)
+
+// For tests that need data `make models` fetches (real checkpoints, openai-whisper's assets):
+// skips with the reason, except when FLURRY_REQUIRE_MODELS=1 (CI sets it after `make models`),
+// where the absence is a failure, so that a broken fetch cannot turn the end-to-end tests into
+// silent skips.
+#define FLURRY_REQUIRE_MODEL_DATA(present, reason)                                             \
+  do {                                                                                         \
+    if (!(present)) {                                                                          \
+      const char* flurry_req_ = std::getenv("FLURRY_REQUIRE_MODELS");                          \
+      if (flurry_req_ != nullptr && std::string(flurry_req_) == "1") {                         \
+        FAIL() << "required model data missing (FLURRY_REQUIRE_MODELS=1): " << reason;         \
+      }                                                                                        \
+      GTEST_SKIP() << reason;                                                                  \
+    }                                                                                          \
   } while (0)

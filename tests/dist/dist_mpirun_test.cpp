@@ -4,8 +4,8 @@
 //     the deterministic result or the error record the fault injection asked for;
 //   - a kill -9 of one rank, or of the whole job, at a random moment loses and duplicates nothing
 //     once the job is rerun with --resume; rank 0 names what a dead rank held;
-//   - on a skewed workload (a few inputs 20x the others) the last rank finishes within 1.2x of the
-//     mean finish time;
+//   - a skewed workload (a few inputs 20x the others) completes exactly once on every rank (its
+//     balance is checked deterministically in dist_unit_test);
 //   - the MPI communicator's collectives give the expected values on 2, 3 and 4 ranks.
 // Random kill moments come from test_rng (FLURRY_SEED repeats a run).
 #include <gtest/gtest.h>
@@ -106,6 +106,19 @@ void expect_exactly_once(const fs::path& out, int n, const std::set<int>& failin
   for (const auto& kv : seen) EXPECT_EQ(kv.second, 1) << kv.first << " recorded " << kv.second << " times";
 }
 
+// Ranks that mpirun reports as ended by a signal: "process rank N with PID ... exited on signal".
+std::set<int> ranks_reported_dead(const std::string& output) {
+  std::set<int> dead;
+  const std::string tag = "process rank ";
+  for (size_t at = output.find(tag); at != std::string::npos; at = output.find(tag, at + 1)) {
+    const size_t eol = output.find('\n', at);
+    const std::string line = output.substr(at, eol == std::string::npos ? std::string::npos : eol - at);
+    if (line.find("signal") == std::string::npos && line.find("exited") == std::string::npos) continue;
+    dead.insert(std::atoi(line.c_str() + tag.size()));
+  }
+  return dead;
+}
+
 json read_manifest(const fs::path& out) {
   std::ifstream in(out / "manifest.json");
   return json::parse(in);
@@ -138,23 +151,21 @@ TEST_F(MpirunTest, AllOkExitsZero) {
   expect_exactly_once(dir_ / "ok", 40, {});
 }
 
-TEST_F(MpirunTest, SkewedWorkloadIsBalanced) {
-  // 5 of 200 inputs cost 20x the others: 295 units of 10 ms over 4 ranks, ~0.74 s each.
-  const auto res = run_command(synth(4, "skew", "--synthetic 200 --heavy 5 --heavy-factor 20 --ms-per-unit 10"), 90);
+// The balance itself is checked on a virtual clock in dist_unit_test (WorkQueue.
+// SkewedWorkloadIsBalancedOnAVirtualClock); timing it here would test the CI machine's load. Here:
+// the skewed job over 4 real ranks completes exactly once and every rank takes part.
+TEST_F(MpirunTest, SkewedWorkloadRunsOnEveryRank) {
+  const auto res = run_command(synth(4, "skew", "--synthetic 200 --heavy 5 --heavy-factor 20 --ms-per-unit 2"), 90);
   ASSERT_EQ(res.exit_code, 0) << res.output;
+  expect_exactly_once(dir_ / "skew", 200, {});
   const json m = read_manifest(dir_ / "skew");
-  double worst = 0, sum = 0;
-  std::string per_rank;
+  ASSERT_EQ(m["per_rank"].size(), 4u);
+  double work = 0;
   for (const auto& r : m["per_rank"]) {
-    const double f = r["finish_s"].get<double>();
-    worst = std::max(worst, f);
-    sum += f;
-    per_rank += " " + std::to_string(f);
-    EXPECT_GT(r["items"].get<int>(), 0);
+    EXPECT_GT(r["items"].get<int>(), 0) << m["per_rank"].dump();
+    work += r["work"].get<double>();
   }
-  const double mean = sum / static_cast<double>(m["per_rank"].size());
-  EXPECT_LE(worst, 1.2 * mean) << "finish times (s):" << per_rank;
-  EXPECT_GE(mean, 0.6) << "the simulated work did not run";
+  EXPECT_EQ(work, 295.0);
 }
 
 // kill -9 of one rank at a random moment, then --resume: nothing lost, nothing twice.
@@ -171,13 +182,10 @@ TEST_F(MpirunTest, ResumeAfterOneRankIsKilled) {
     std::snprintf(crash, sizeof(crash), " --crash-rank %d --crash-after %.3f", victim, when);
     const auto first = run_command(synth(ranks, out, args + crash), 90);
     EXPECT_NE(first.exit_code, 0) << first.output;
-    if (victim != 0) {
-      // The dead rank is named: by rank 0's report of what every rank held when it gets to print
-      // it, else by mpirun (which may SIGKILL rank 0 before its report on a loaded machine).
-      const bool named = first.output.find("job interrupted") != std::string::npos ||
-                         first.output.find("rank " + std::to_string(victim)) != std::string::npos;
-      EXPECT_TRUE(named) << first.output;
-    }
+    // The dead rank is named exactly: mpirun reports the rank that died of the signal, and no
+    // other rank is reported dead.
+    const std::set<int> dead = ranks_reported_dead(first.output);
+    EXPECT_EQ(dead, std::set<int>{victim}) << first.output;
     const auto again = run_command(synth(ranks, out, args + " --resume"), 90);
     EXPECT_EQ(again.exit_code, 1) << again.output;
     expect_exactly_once(dir_ / out, 200, {11, 123});
@@ -200,6 +208,23 @@ TEST_F(MpirunTest, ResumeAfterWholeJobIsKilled) {
     EXPECT_EQ(again.exit_code, 1) << again.output;
     expect_exactly_once(dir_ / out, 240, {5});
   }
+}
+
+// A fault that is not the input's, on one of two ranks: the job stops (no error record for that
+// input, no merged results), and --resume finishes it exactly once.
+TEST_F(MpirunTest, FatalFaultStopsTheJobAndResumeFinishes) {
+  const std::string args = "--synthetic 60 --ms-per-unit 2 --fail 7";
+  const auto first = run_command(synth(2, "fatal", args + " --fatal-at 30"), 90);
+  EXPECT_EQ(first.exit_code, 2) << first.output;
+  EXPECT_NE(first.output.find("not a fault of the input"), std::string::npos) << first.output;
+  EXPECT_NE(first.output.find("simulated device fault at input 30"), std::string::npos) << first.output;
+  EXPECT_FALSE(fs::exists(dir_ / "fatal" / "results.jsonl"));
+  for (const auto& e : fs::directory_iterator(dir_ / "fatal" / "shards")) {
+    for (const auto& rec : dist::read_records(e.path().string())) EXPECT_NE(rec["id"], synth_id(30)) << rec.dump();
+  }
+  const auto again = run_command(synth(2, "fatal", args + " --resume"), 90);
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  expect_exactly_once(dir_ / "fatal", 60, {7});
 }
 
 TEST_F(MpirunTest, DeadRankIsNamedWithItsItem) {

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "runtime/check.h"
@@ -211,7 +213,7 @@ TEST(RunJob, SingleRankErrorsResumeAndOverwrite) {
   int calls = 0;
   auto process = [&](const WorkItem& it) -> Json {
     ++calls;
-    if (it.index == 2) FLURRY_FAIL("bad input " << it.id);
+    if (it.index == 2) FLURRY_INPUT_FAIL("bad input " << it.id);
     return Json{{"double", it.index * 2}, {"work", 10}};
   };
   EXPECT_EQ(run_job(ctx, opts, items, process), 1);
@@ -259,6 +261,148 @@ TEST(RunJob, SingleRankErrorsResumeAndOverwrite) {
   calls = 0;
   EXPECT_EQ(run_job(ctx, opts, items, process), 1);
   EXPECT_EQ(calls, 5);
+}
+
+
+// A fault that is not the input's (a CUDA error, a broken invariant) must not become an error
+// record: the rank stops with exit status 2, the records already written stay, and --resume
+// processes exactly the inputs that have none.
+TEST(RunJob, FatalFaultStopsTheRankAndResumeFinishes) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  int argc = 1;
+  char name[] = "dist_unit_test";
+  char* args[] = {name, nullptr};
+  char** argv = args;
+  DistContext ctx(&argc, &argv);
+  const fs::path out = fresh_dir("fatal");
+  RunnerOptions opts;
+  opts.output_dir = out.string();
+  const auto items = items_with_costs({1, 1, 1, 1, 1, 1});
+  auto process = [&](const WorkItem& it) -> Json {
+    if (it.index == 1) FLURRY_INPUT_FAIL("unreadable input " << it.id);
+    if (it.index == 3) FLURRY_CHECK(false, "device fault while processing " << it.id);
+    return Json{{"v", it.index}};
+  };
+  EXPECT_EXIT(run_job(ctx, opts, items, process), ::testing::ExitedWithCode(2), "not a fault of the input");
+  std::map<std::string, Json> recorded;
+  for (const auto& rec : read_records(shard_path(out.string(), 0))) recorded[rec["id"]] = rec;
+  EXPECT_EQ(recorded.count("item3"), 0u) << "a fatal fault must not leave an error record";
+  EXPECT_LT(recorded.size(), items.size());
+  if (recorded.count("item1")) {
+    EXPECT_EQ(recorded["item1"]["status"], "error");
+  }
+  EXPECT_FALSE(fs::exists(out / "results.jsonl")) << "a stopped job writes no merged results";
+
+  // The same hook the binaries honour: FLURRY_TEST_FATAL_AT stops at that input.
+  const fs::path out2 = fresh_dir("fatal-hook");
+  RunnerOptions opts2;
+  opts2.output_dir = out2.string();
+  setenv("FLURRY_TEST_FATAL_AT", "0", 1);
+  EXPECT_EXIT(run_job(ctx, opts2, items, [](const WorkItem& it) { return Json{{"v", it.index}}; }),
+              ::testing::ExitedWithCode(2), "injected fatal fault");
+  unsetenv("FLURRY_TEST_FATAL_AT");
+
+  // --resume: only the inputs without a record run; the faulted one now succeeds.
+  opts.resume = true;
+  std::set<std::string> ran;
+  EXPECT_EQ(run_job(ctx, opts, items,
+                    [&](const WorkItem& it) -> Json {
+                      ran.insert(it.id);
+                      if (it.index == 1) FLURRY_INPUT_FAIL("unreadable input " << it.id);
+                      return Json{{"v", it.index}};
+                    }),
+            1);
+  EXPECT_EQ(ran.size(), items.size() - recorded.size());
+  for (const auto& id : ran) EXPECT_EQ(recorded.count(id), 0u) << id << " was done twice";
+  const auto lines = result_lines(out);
+  ASSERT_EQ(lines.size(), items.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(Json::parse(lines[i])["status"], i == 1 ? "error" : "ok") << lines[i];
+  }
+}
+
+TEST(Inputs, OutputKeysAreUniqueAndReadable) {
+  auto keys = [](const std::vector<std::string>& ids) {
+    auto items = make_items(ids, nullptr);
+    std::vector<std::string> k;
+    for (const auto& it : items) k.push_back(it.key);
+    return k;
+  };
+  // Same file name in two folders: the folders stay in the key.
+  EXPECT_EQ(keys({"/data/a/x.wav", "/data/b/x.wav"}), (std::vector<std::string>{"a/x", "b/x"}));
+  EXPECT_EQ(keys({"/data/a/x.wav"}), (std::vector<std::string>{"x"}));
+  EXPECT_EQ(keys({"in/x.wav", "in/y.mp3", "in/sub/z.flac"}), (std::vector<std::string>{"x", "y", "sub/z"}));
+  // Same stem, different extensions: those keep their extension.
+  EXPECT_EQ(keys({"d/x.wav", "d/x.mp3", "d/y.wav"}), (std::vector<std::string>{"x.wav", "x.mp3", "y"}));
+  // Relative and absolute ids, "..", "." and doubled slashes never climb out of the folder.
+  const auto odd = keys({"../up/x.wav", "/abs/x.wav", "./here//x.wav", "x.wav"});
+  std::set<std::string> unique(odd.begin(), odd.end());
+  EXPECT_EQ(unique.size(), odd.size());
+  for (const auto& k : odd) {
+    EXPECT_EQ(k.find(".."), std::string::npos) << k;
+    EXPECT_NE(k.front(), '/') << k;
+  }
+  // Ids that are not paths (table rows).
+  EXPECT_EQ(keys({"row:1", "row:2"}), (std::vector<std::string>{"row:1", "row:2"}));
+}
+
+TEST(Inputs, RowChunksCoverTheTableOnce) {
+  const auto chunks = make_row_chunks("passages", 1003, 250);
+  ASSERT_EQ(chunks.size(), 5u);
+  int64_t next = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    EXPECT_EQ(chunks[i].index, static_cast<int64_t>(i));
+    EXPECT_EQ(chunks[i].row_begin, next);
+    next = chunks[i].row_end;
+    EXPECT_EQ(chunks[i].cost, static_cast<double>(chunks[i].rows()));
+  }
+  EXPECT_EQ(next, 1003);
+  EXPECT_EQ(chunks[4].id, "passages:1000-1003");
+  EXPECT_EQ(chunks[4].rows(), 3);
+  EXPECT_TRUE(make_row_chunks("t", 0, 10).empty());
+  EXPECT_THROW(make_row_chunks("t", 10, 0), Error);
+  const auto weighted = make_row_chunks("t", 10, 4, [](int64_t b, int64_t e) { return 2.0 * static_cast<double>(e - b); });
+  EXPECT_EQ(weighted[2].cost, 4.0);
+}
+
+// Guided scheduling replayed on a virtual clock, so the check is the scheduling itself and not the
+// wall clock of a shared CI machine: the workload of the mpirun test (200 inputs, 5 of them 20x
+// the others) over 4 ranks that each ask for a chunk when idle. The last rank must finish within
+// one small input of the others, every input must be handed out once, and rank 0 must not take
+// the heavy ones alone.
+TEST(WorkQueue, SkewedWorkloadIsBalancedOnAVirtualClock) {
+  std::vector<double> costs(200, 1.0);
+  for (int h = 0; h < 5; ++h) costs[static_cast<size_t>(h * 40)] = 20.0;
+  const auto items = items_with_costs(costs);
+  for (int ranks : {2, 4, 7}) {
+    SCOPED_TRACE("ranks=" + std::to_string(ranks));
+    std::vector<int64_t> all(items.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+    WorkQueue q(&items, all, ranks, 2.0);
+    std::vector<double> clock(static_cast<size_t>(ranks), 0.0), work(static_cast<size_t>(ranks), 0.0);
+    std::vector<int> seen(items.size(), 0);
+    for (;;) {
+      // The idle rank with the earliest clock asks next (ties: lowest rank), as on a real machine.
+      const int r = static_cast<int>(std::min_element(clock.begin(), clock.end()) - clock.begin());
+      const auto chunk = q.next_chunk(r);
+      if (chunk.empty()) break;
+      for (int64_t p : chunk) {
+        seen[static_cast<size_t>(p)]++;
+        clock[static_cast<size_t>(r)] += items[static_cast<size_t>(p)].cost;
+        work[static_cast<size_t>(r)] += items[static_cast<size_t>(p)].cost;
+      }
+      q.finished(r, chunk);
+    }
+    for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], 1) << "input " << i;
+    const double total = 295.0;
+    const double mean = total / ranks;
+    const double worst = *std::max_element(clock.begin(), clock.end());
+    const double best = *std::min_element(clock.begin(), clock.end());
+    std::string per_rank;
+    for (double w : work) per_rank += " " + std::to_string(w);
+    EXPECT_LE(worst - best, 1.0 + 1e-9) << "units per rank:" << per_rank;
+    EXPECT_LE(worst, std::max(mean + 1.0, 20.0)) << "units per rank:" << per_rank;
+  }
 }
 
 }  // namespace

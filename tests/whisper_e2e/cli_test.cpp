@@ -2,8 +2,10 @@
 // three ranks under mpirun. Each input must appear in results.jsonl exactly once, in input order.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "io/json_file.h"
 #include "tests/common/test_util.h"
@@ -19,7 +21,7 @@ class WhisperCli : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = test::real_whisper_dir();
-    if (model_.empty()) GTEST_SKIP() << "no real checkpoint: run tools/fetch_whisper_model.sh";
+    FLURRY_REQUIRE_MODEL_DATA(!model_.empty(), "no real checkpoint: run make models (tools/fetch_whisper_model.sh)");
     dir_ = fs::temp_directory_path() / ("flurry-cli-" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
@@ -81,10 +83,11 @@ TEST_F(WhisperCli, BadInputsBecomeErrorRecordsAndTheRunGoesOn) {
   const test::CommandResult run = test::run_command(command("", "out", "--output_format all"), 600);
   EXPECT_EQ(run.exit_code, 1) << run.output;  // some inputs failed
   check_results("out");
+  // Per-file outputs under outputs/, named like openai-whisper's (the stem plus the format).
   for (const char* ext : {".txt", ".srt", ".vtt", ".tsv", ".json"}) {
-    EXPECT_TRUE(fs::exists(dir_ / "out" / (std::string("speech0.wav") + ext))) << ext;
+    EXPECT_TRUE(fs::exists(dir_ / "out" / "outputs" / (std::string("speech0") + ext))) << ext;
   }
-  EXPECT_FALSE(fs::exists(dir_ / "out" / "empty.wav.txt"));
+  EXPECT_FALSE(fs::exists(dir_ / "out" / "outputs" / "empty.txt"));
 
   // --resume finds every input recorded and does no work; the merged results stay the same.
   const test::CommandResult again = test::run_command(command("", "out", "--resume --output_format none"), 600);
@@ -108,6 +111,84 @@ TEST_F(WhisperCli, ThreeRanksUnderMpirun) {
   int items = 0;
   for (const Json& r : manifest["per_rank"]) items += r["items"].get<int>();
   EXPECT_EQ(items, 5);
+}
+
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// a/x.wav and b/x.wav: two transcripts, neither lost; --overwrite clears the earlier outputs.
+TEST_F(WhisperCli, SameNamedFilesInTwoFoldersKeepTheirOwnOutputs) {
+  fs::create_directories(dir_ / "a");
+  fs::create_directories(dir_ / "b");
+  fs::copy_file(good_[0], dir_ / "a" / "x.wav");
+  fs::copy_file(good_[1], dir_ / "b" / "x.wav");
+  const std::string base = std::string(FLURRY_WHISPER_BIN) + " --model " + model_ + " --output-dir " +
+                           (dir_ / "same").string() + " --beam_size 0 --temperature_increment_on_fallback 0 " +
+                           "--output_format txt " + (dir_ / "a").string() + " " + (dir_ / "b").string();
+  const test::CommandResult run = test::run_command(base + " 2>&1", 600);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::string ta = read_text(dir_ / "same" / "outputs" / "a" / "x.txt");
+  std::string tb = read_text(dir_ / "same" / "outputs" / "b" / "x.txt");
+  for (std::string* t : {&ta, &tb}) {
+    for (char& c : *t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  EXPECT_NE(ta.find("fox"), std::string::npos) << ta;      // "The quick brown fox ..."
+  EXPECT_NE(tb.find("store"), std::string::npos) << tb;    // "... from the store."
+  // --overwrite starts over: an output the new run does not write is gone.
+  std::ofstream(dir_ / "same" / "outputs" / "stale.txt") << "from an earlier run\n";
+  const test::CommandResult again = test::run_command(base + " --overwrite 2>&1", 600);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_FALSE(fs::exists(dir_ / "same" / "outputs" / "stale.txt"));
+  EXPECT_TRUE(fs::exists(dir_ / "same" / "outputs" / "a" / "x.txt"));
+  EXPECT_TRUE(fs::exists(dir_ / "same" / "outputs" / "b" / "x.txt"));
+}
+
+// A fault that is not the input's stops the run (exit 2) instead of marking the rest "error";
+// --resume then does exactly what is missing.
+TEST_F(WhisperCli, FatalFaultStopsTheRunAndResumeFinishes) {
+  const test::CommandResult run =
+      test::run_command("FLURRY_TEST_FATAL_AT=4 " + command("", "fatal", "--output_format none"), 600);
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_NE(run.output.find("not a fault of the input"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("--resume"), std::string::npos) << run.output;
+  EXPECT_FALSE(fs::exists(dir_ / "fatal" / "results.jsonl"));
+  const test::CommandResult again = test::run_command(command("", "fatal", "--output_format none --resume"), 600);
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  check_results("fatal");
+}
+
+TEST_F(WhisperCli, HelpNamesTheProgram) {
+  const test::CommandResult run = test::run_command(std::string(FLURRY_WHISPER_BIN) + " --help 2>&1", 60);
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("Usage: flurry-whisper"), std::string::npos) << run.output;
+}
+
+// Each rank of flurry-whisper drives the GPU of its node-local rank (three ranks, two pretended
+// GPUs: 0, 1, 0), through the start-up every binary shares.
+TEST_F(WhisperCli, EveryRankTakesItsOwnGpu) {
+  if (std::string(FLURRY_MPIEXEC).empty()) GTEST_SKIP() << "mpirun not found";
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  const std::string cmd = "FLURRY_TEST_GPU_COUNT=2 " + std::string(FLURRY_MPIEXEC) +
+                          " --oversubscribe --bind-to none --mca btl self,vader --mca oob_tcp_if_include lo -np 3 " +
+                          FLURRY_WHISPER_BIN + " --device cuda --dry-run 2>&1";
+  const test::CommandResult run = test::run_command(cmd, 120);
+  if (run.output.find("built without the CUDA backend") != std::string::npos) {
+    GTEST_SKIP() << "this flurry-whisper has no CUDA backend";
+  }
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  for (const char* want : {"rank 0/3 local 0/3", "rank 1/3 local 1/3", "rank 2/3 local 2/3"}) {
+    const size_t at = run.output.find(want);
+    ASSERT_NE(at, std::string::npos) << want << "\n" << run.output;
+    const std::string line = run.output.substr(at, run.output.find('\n', at) - at);
+    const int rank = want[5] - '0';
+    EXPECT_NE(line.find("device cuda gpu " + std::to_string(rank % 2)), std::string::npos) << line;
+  }
 }
 
 }  // namespace

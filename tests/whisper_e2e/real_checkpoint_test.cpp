@@ -27,7 +27,7 @@ class RealCheckpoint : public ::testing::Test {
     assets_ = nullptr;
   }
   void SetUp() override {
-    if (!assets_) GTEST_SKIP() << "no real checkpoint: run tools/fetch_whisper_model.sh";
+    FLURRY_REQUIRE_MODEL_DATA(assets_, "no real checkpoint: run make models (tools/fetch_whisper_model.sh)");
   }
   static TranscribeOptions greedy_text_only() {
     TranscribeOptions o;
