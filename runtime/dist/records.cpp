@@ -118,7 +118,8 @@ std::vector<Json> read_records(const std::string& path) {
   return out;
 }
 
-std::unordered_map<std::string, Json> load_records(const std::string& output_dir) {
+std::unordered_map<std::string, Json> load_records(const std::string& output_dir,
+                                                   const std::function<bool(const Json&)>& sound) {
   std::unordered_map<std::string, Json> by_id;
   std::vector<std::string> files;
   std::error_code ec;
@@ -136,6 +137,8 @@ std::unordered_map<std::string, Json> load_records(const std::string& output_dir
       if (it == by_id.end()) {
         by_id.emplace(id, std::move(rec));
       } else if (it->second["status"] != "ok" && rec["status"] == "ok") {
+        it->second = std::move(rec);
+      } else if (sound && rec["status"] == "ok" && !sound(it->second) && sound(rec)) {
         it->second = std::move(rec);
       }
     }

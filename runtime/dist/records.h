@@ -8,6 +8,7 @@
 // is not a JSON object with a string id and a status.
 #pragma once
 
+#include <functional>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -43,8 +44,11 @@ class ShardWriter {
 std::vector<Json> read_records(const std::string& path);
 
 // Every record under `output_dir` (shards/*.jsonl, then results.jsonl), one per id: an "ok"
-// record wins over an "error" one, otherwise the first seen.
-std::unordered_map<std::string, Json> load_records(const std::string& output_dir);
+// record wins over an "error" one, otherwise the first seen; when an id has several ok records and
+// `sound` is given, a later one replaces an earlier one that is not sound (an item done again on
+// resume because its data was damaged). `sound` runs only on such duplicates.
+std::unordered_map<std::string, Json> load_records(const std::string& output_dir,
+                                                   const std::function<bool(const Json&)>& sound = nullptr);
 
 // Writes `content` to `path` through a temporary file in the same directory, fsync and rename, so
 // readers see the old file or the new one, never a part.

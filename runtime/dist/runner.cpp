@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
+#include <memory>
 #include <filesystem>
 #include <sstream>
 #include <unordered_set>
@@ -10,6 +11,7 @@
 #include "runtime/check.h"
 #include "runtime/device.h"
 #include "runtime/dist/mpi_check.h"
+#include "runtime/dist/blobs.h"
 #include "runtime/dist/records.h"
 #include "runtime/dist/session.h"
 #include "runtime/log.h"
@@ -80,8 +82,9 @@ std::vector<int64_t> prepare_output(const RunnerOptions& opts, const std::vector
   fs::create_directories(shard_dir(opts.output_dir));
   if (opts.overwrite) {
     for (const auto& e : fs::directory_iterator(shard_dir(opts.output_dir))) {
-      if (e.path().extension() == ".jsonl") fs::remove(e.path());
+      if (e.path().extension() == ".jsonl" || e.path().extension() == ".bin") fs::remove(e.path());
     }
+    if (!opts.data_output.empty()) fs::remove(opts.output_dir + "/" + opts.data_output);
     fs::remove(opts.output_dir + "/results.jsonl");
     fs::remove(opts.output_dir + "/manifest.json");
     fs::remove_all(outputs_dir(opts.output_dir));
@@ -91,10 +94,20 @@ std::vector<int64_t> prepare_output(const RunnerOptions& opts, const std::vector
   }
   std::unordered_set<std::string> done;
   if (opts.resume) {
-    for (const auto& kv : load_records(opts.output_dir)) {
+    int64_t damaged = 0;
+    std::function<bool(const Json&)> sound;
+    if (!opts.data_output.empty()) sound = [&](const Json& rec) { return blob_intact(opts.output_dir, rec); };
+    for (const auto& kv : load_records(opts.output_dir, sound)) {
       if (opts.retry_errors && kv.second["status"] != "ok") continue;
+      // A job with binary outputs trusts an ok record only with its bytes intact in a data shard.
+      if (!opts.data_output.empty() && kv.second["status"] == "ok" &&
+          (!kv.second.contains("data") || !blob_intact(opts.output_dir, kv.second))) {
+        ++damaged;
+        continue;
+      }
       done.insert(kv.first);
     }
+    if (damaged > 0) LOG_WARN("resume: " << damaged << " record(s) without intact data are done again");
   }
   std::vector<int64_t> pending;
   for (const auto& it : items) {
@@ -146,9 +159,12 @@ struct MergeResult {
 
 // Rank 0, after every shard is closed: results.jsonl in input order, each input exactly once.
 MergeResult write_results(const RunnerOptions& opts, const std::vector<WorkItem>& items) {
-  auto records = load_records(opts.output_dir);
+  std::function<bool(const Json&)> sound;
+  if (!opts.data_output.empty()) sound = [&](const Json& rec) { return blob_intact(opts.output_dir, rec); };
+  auto records = load_records(opts.output_dir, sound);
   MergeResult m;
-  std::string out;
+  std::vector<nlohmann::ordered_json> lines;
+  lines.reserve(items.size());
   for (const auto& it : items) {
     auto found = records.find(it.id);
     nlohmann::ordered_json line;
@@ -169,6 +185,14 @@ MergeResult write_results(const RunnerOptions& opts, const std::vector<WorkItem>
       }
     }
     (line["status"] == "ok" ? m.ok : m.errors) += 1;
+    lines.push_back(std::move(line));
+  }
+  if (!opts.data_output.empty()) {
+    const uint64_t bytes = merge_blobs(opts.output_dir, opts.data_output, opts.data_header, lines);
+    LOG_INFO(opts.data_output << ": " << bytes << " bytes of item data in input order");
+  }
+  std::string out;
+  for (const auto& line : lines) {
     out += line.dump(-1, ' ', false, Json::error_handler_t::replace);
     out += '\n';
   }
@@ -269,9 +293,14 @@ int run_job_session(DistContext& ctx, const RunnerOptions& opts, const std::vect
   // The folder exists now; each rank appends to its own shard (on a filesystem all nodes share).
   fs::create_directories(shard_dir(opts.output_dir));
   ShardWriter shard(shard_path(opts.output_dir, ctx.rank()), opts.sync_every);
+  std::unique_ptr<BlobWriter> blobs;
+  if (!opts.data_output.empty()) {
+    blobs = std::make_unique<BlobWriter>(shard_dir(opts.output_dir) + "/" + blob_shard_name(ctx.rank()),
+                                         opts.data_sync_bytes);
+  }
   ctx.barrier();  // aligned start: per-rank finish times are comparable
 
-  Session session(ctx, opts, items, std::move(pending), shard);
+  Session session(ctx, opts, items, std::move(pending), shard, blobs.get());
   session.start();
   try {
     body(session);
@@ -279,6 +308,7 @@ int run_job_session(DistContext& ctx, const RunnerOptions& opts, const std::vect
     stop_rank(ctx, opts, "", e.what());
   }
   session.stop();
+  if (blobs) blobs->sync();  // the bytes before the records: both durable before the merge
   shard.sync();
   std::vector<std::string> hosts;
   const auto stats = gather_stats(ctx, session.stats(), &hosts);
@@ -317,6 +347,30 @@ int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkI
         stop_rank(ctx, opts, item.id, e.what());
       }
       s.complete(item, fields);
+    }
+  });
+}
+
+int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
+            const ProcessDataFn& process) {
+  FLURRY_CHECK(!opts.data_output.empty(), "run_job with item data needs RunnerOptions::data_output");
+  const int64_t fatal_at = fatal_test_index();
+  return run_job_session(ctx, opts, items, [&](JobSession& s) {
+    WorkItem item;
+    std::vector<char> data;
+    while (s.next(&item)) {
+      Json fields;
+      data.clear();
+      try {
+        if (item.index == fatal_at) FLURRY_FAIL("injected fatal fault (FLURRY_TEST_FATAL_AT=" << fatal_at << ")");
+        fields = process(item, &data);
+      } catch (const InputError& e) {
+        s.fail(item, e.what());
+        continue;
+      } catch (const std::exception& e) {
+        stop_rank(ctx, opts, item.id, e.what());
+      }
+      s.complete_with_data(item, fields, data.data(), data.size());
     }
   });
 }

@@ -79,9 +79,18 @@ struct RunnerOptions {
   double progress_interval_s = 10;  // between plain progress lines when stderr is not a terminal
   double heartbeat_s = 2;           // how often a busy rank tells rank 0 it is alive
   double dead_rank_timeout_s = 120;  // silence after which rank 0 declares a rank dead
+  // Binary per-item outputs (blobs.h): when set, items may come with bytes (complete_with_data,
+  // ProcessDataFn) and rank 0 assembles them in input order into OUTPUT_DIR/<data_output>, after
+  // data_header(total bytes) (e.g. a .npy header). The data shards are fsynced every
+  // data_sync_bytes rather than per item.
+  std::string data_output;
+  std::function<std::string(uint64_t)> data_header;
+  int64_t data_sync_bytes = 64ll << 20;
 };
 
 using ProcessFn = std::function<Json(const WorkItem&)>;
+// For jobs with binary outputs: fills `data` with the item's bytes and returns its record fields.
+using ProcessDataFn = std::function<Json(const WorkItem&, std::vector<char>* data)>;
 
 // The per-rank view of a running job, for pipelined binaries. All methods are thread-safe.
 class JobSession {
@@ -92,6 +101,9 @@ class JobSession {
   virtual bool next(WorkItem* item) = 0;
   // Records the result of an input this rank got from next(). `fields` must be a JSON object.
   virtual void complete(const WorkItem& item, const Json& fields) = 0;
+  // The same with the item's bytes (needs RunnerOptions::data_output); the bytes reach the data
+  // shard before the record does.
+  virtual void complete_with_data(const WorkItem& item, const Json& fields, const void* data, size_t bytes) = 0;
   virtual void fail(const WorkItem& item, const std::string& message) = 0;
   virtual const DistContext& context() const = 0;
 };
@@ -103,6 +115,8 @@ int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkI
             const ProcessFn& process);
 int run_job_session(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
                     const SessionFn& body);
+int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
+            const ProcessDataFn& process);
 
 // OUTPUT_DIR/outputs/<item.key>: the path, without extension, of an item's own output files; its
 // folder is created. The writer adds ".txt", ".srt", ... .

@@ -52,8 +52,8 @@ extern "C" void flurry_dist_on_signal(int sig) {
 }  // namespace
 
 Session::Session(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
-                 std::vector<int64_t> pending, ShardWriter& shard)
-    : ctx_(ctx), opts_(opts), items_(items), shard_(shard), start_(Clock::now()) {
+                 std::vector<int64_t> pending, ShardWriter& shard, BlobWriter* blobs)
+    : ctx_(ctx), opts_(opts), items_(items), shard_(shard), blobs_(blobs), start_(Clock::now()) {
   if (ctx_.is_root()) {
     queue_ = std::make_unique<WorkQueue>(&items_, std::move(pending), ctx_.size(), opts_.chunk_k);
     last_heard_s_.assign(static_cast<size_t>(ctx_.size()), 0.0);
@@ -146,6 +146,16 @@ void Session::complete(const WorkItem& item, const Json& fields) {
   }
   rec["status"] = "ok";
   record(item, std::move(rec), true, work);
+}
+
+void Session::complete_with_data(const WorkItem& item, const Json& fields, const void* data, size_t bytes) {
+  FLURRY_CHECK(blobs_ != nullptr, "complete_with_data: the job has no data output (RunnerOptions::data_output)");
+  FLURRY_CHECK(fields.is_object() || fields.is_null(), "result fields of '" << item.id << "' must be an object");
+  Json with = fields.is_object() ? fields : Json::object();
+  FLURRY_CHECK(!with.contains("data"), "result field 'data' of '" << item.id << "' is reserved for the runner");
+  // The bytes first: a record on disk always points at bytes that were written before it.
+  with["data"] = blobs_->append(data, bytes, blob_shard_name(ctx_.rank()));
+  complete(item, with);
 }
 
 void Session::fail(const WorkItem& item, const std::string& message) {

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/dist/blobs.h"
 #include "runtime/dist/records.h"
 #include "runtime/dist/runner.h"
 #include "runtime/dist/schedule.h"
@@ -33,11 +34,12 @@ class Session final : public JobSession {
  public:
   // `pending`: positions still to do (meaningful on rank 0 only).
   Session(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
-          std::vector<int64_t> pending, ShardWriter& shard);
+          std::vector<int64_t> pending, ShardWriter& shard, BlobWriter* blobs = nullptr);
   ~Session() override;
 
   bool next(WorkItem* item) override;
   void complete(const WorkItem& item, const Json& fields) override;
+  void complete_with_data(const WorkItem& item, const Json& fields, const void* data, size_t bytes) override;
   void fail(const WorkItem& item, const std::string& message) override;
   const DistContext& context() const override { return ctx_; }
 
@@ -62,6 +64,7 @@ class Session final : public JobSession {
   const RunnerOptions& opts_;
   const std::vector<WorkItem>& items_;
   ShardWriter& shard_;
+  BlobWriter* blobs_;
   Clock::time_point start_;
 
   // This rank's chunk in hand.

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -268,7 +269,9 @@ TEST(RunJob, SingleRankErrorsResumeAndOverwrite) {
 // record: the rank stops with exit status 2, the records already written stay, and --resume
 // processes exactly the inputs that have none.
 TEST(RunJob, FatalFaultStopsTheRankAndResumeFinishes) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // "fast": the child forks from this process and writes where the parent will look (a
+  // re-executed "threadsafe" child would have another pid, hence another fresh_dir).
+  GTEST_FLAG_SET(death_test_style, "fast");
   int argc = 1;
   char name[] = "dist_unit_test";
   char* args[] = {name, nullptr};
@@ -277,7 +280,7 @@ TEST(RunJob, FatalFaultStopsTheRankAndResumeFinishes) {
   const fs::path out = fresh_dir("fatal");
   RunnerOptions opts;
   opts.output_dir = out.string();
-  const auto items = items_with_costs({1, 1, 1, 1, 1, 1});
+  const auto items = items_with_costs({6, 5, 4, 1, 3, 2});  // largest first: input 3 comes last
   auto process = [&](const WorkItem& it) -> Json {
     if (it.index == 1) FLURRY_INPUT_FAIL("unreadable input " << it.id);
     if (it.index == 3) FLURRY_CHECK(false, "device fault while processing " << it.id);
@@ -288,6 +291,7 @@ TEST(RunJob, FatalFaultStopsTheRankAndResumeFinishes) {
   for (const auto& rec : read_records(shard_path(out.string(), 0))) recorded[rec["id"]] = rec;
   EXPECT_EQ(recorded.count("item3"), 0u) << "a fatal fault must not leave an error record";
   EXPECT_LT(recorded.size(), items.size());
+  EXPECT_FALSE(recorded.empty()) << "inputs finished before the fault must keep their records";
   if (recorded.count("item1")) {
     EXPECT_EQ(recorded["item1"]["status"], "error");
   }
@@ -403,6 +407,124 @@ TEST(WorkQueue, SkewedWorkloadIsBalancedOnAVirtualClock) {
     EXPECT_LE(worst - best, 1.0 + 1e-9) << "units per rank:" << per_rank;
     EXPECT_LE(worst, std::max(mean + 1.0, 20.0)) << "units per rank:" << per_rank;
   }
+}
+
+
+// Binary per-item outputs: item i yields i+1 floats (i*10 + k); errors yield none. The merged file
+// is the header followed by every ok item's floats in input order, and each result says where its
+// bytes are. A fatal stop, a damaged data shard and --resume must neither lose nor repeat bytes.
+std::vector<float> item_floats(int64_t i) {
+  std::vector<float> v(static_cast<size_t>(i + 1));
+  for (size_t k = 0; k < v.size(); ++k) v[k] = static_cast<float>(i * 10 + static_cast<int64_t>(k));
+  return v;
+}
+
+std::vector<float> read_merged(const fs::path& path, const std::string& header) {
+  std::ifstream in(path, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all.substr(0, header.size()), header);
+  std::vector<float> v((all.size() - header.size()) / sizeof(float));
+  std::memcpy(v.data(), all.data() + header.size(), v.size() * sizeof(float));
+  return v;
+}
+
+TEST(RunJob, ItemDataIsMergedInInputOrderExactlyOnce) {
+  // "fast": the child forks from this process and writes where the parent will look (a
+  // re-executed "threadsafe" child would have another pid, hence another fresh_dir).
+  GTEST_FLAG_SET(death_test_style, "fast");
+  int argc = 1;
+  char name[] = "dist_unit_test";
+  char* args[] = {name, nullptr};
+  char** argv = args;
+  DistContext ctx(&argc, &argv);
+  const fs::path out = fresh_dir("data");
+  RunnerOptions opts;
+  opts.output_dir = out.string();
+  opts.data_output = "values.f32";
+  opts.data_header = [](uint64_t bytes) { return "HDR" + std::to_string(bytes) + "\n"; };
+  opts.data_sync_bytes = 16;  // small: the sync path runs many times
+  // Largest cost first: input 6 (the fatal one) comes last, after the others are recorded.
+  const auto items = items_with_costs({9, 8, 7, 6, 5, 4, 1, 3, 2});
+  auto process = [](const WorkItem& it, std::vector<char>* data) -> Json {
+    if (it.index == 4) FLURRY_INPUT_FAIL("bad row block " << it.id);
+    if (it.index == 6) FLURRY_CHECK(false, "device fault");
+    const auto v = item_floats(it.index);
+    data->resize(v.size() * sizeof(float));
+    std::memcpy(data->data(), v.data(), data->size());
+    return Json{{"rows", v.size()}};
+  };
+  EXPECT_EXIT(run_job(ctx, opts, items, process), ::testing::ExitedWithCode(2), "not a fault of the input");
+  EXPECT_FALSE(fs::exists(out / "values.f32"));
+
+  // Damage the data of one recorded item: resume must do that item again, not trust its record.
+  std::string damaged_id;
+  for (const auto& rec : read_records(shard_path(out.string(), 0))) {
+    if (rec["status"] == "ok" && rec.contains("data")) damaged_id = rec["id"];
+  }
+  ASSERT_FALSE(damaged_id.empty());
+  {
+    const Json rec = [&] {
+      for (const auto& r : read_records(shard_path(out.string(), 0))) {
+        if (r["id"] == damaged_id) return r;
+      }
+      return Json();
+    }();
+    std::fstream f(out / "shards" / rec["data"]["file"].get<std::string>(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(rec["data"]["offset"].get<uint64_t>()));
+    f.put('\x7f');
+  }
+  opts.resume = true;
+  std::set<std::string> ran;
+  EXPECT_EQ(run_job(ctx, opts, items,
+                    [&](const WorkItem& it, std::vector<char>* data) -> Json {
+                      ran.insert(it.id);
+                      if (it.index == 6) {  // the device is fine now
+                        const auto v = item_floats(it.index);
+                        data->assign(reinterpret_cast<const char*>(v.data()),
+                                     reinterpret_cast<const char*>(v.data() + v.size()));
+                        return Json{{"rows", v.size()}};
+                      }
+                      return process(it, data);
+                    }),
+            1);
+  EXPECT_EQ(ran.count(damaged_id), 1u) << "an item with damaged data must be done again";
+  EXPECT_EQ(ran.count("item6"), 1u);
+
+  std::vector<float> want;
+  uint64_t bytes = 0;
+  for (int64_t i = 0; i < 9; ++i) {
+    if (i == 4) continue;
+    const auto v = item_floats(i);
+    want.insert(want.end(), v.begin(), v.end());
+    bytes += v.size() * sizeof(float);
+  }
+  EXPECT_EQ(read_merged(out / "values.f32", "HDR" + std::to_string(bytes) + "\n"), want);
+  const auto lines = result_lines(out);
+  ASSERT_EQ(lines.size(), 9u);
+  uint64_t at = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const Json j = Json::parse(lines[i]);
+    EXPECT_FALSE(j.contains("data")) << lines[i];
+    if (i == 4) {
+      EXPECT_EQ(j["status"], "error");
+      EXPECT_FALSE(j.contains("data_offset"));
+      continue;
+    }
+    EXPECT_EQ(j["data_offset"].get<uint64_t>(), at) << lines[i];
+    EXPECT_EQ(j["data_bytes"].get<uint64_t>(), (i + 1) * sizeof(float)) << lines[i];
+    at += j["data_bytes"].get<uint64_t>();
+  }
+  // --overwrite removes the data shards and the merged file with the rest.
+  opts.resume = false;
+  opts.overwrite = true;
+  EXPECT_EQ(run_job(ctx, opts, items, [](const WorkItem& it, std::vector<char>* data) -> Json {
+              data->assign(4, static_cast<char>(it.index));
+              return Json::object();
+            }),
+            0);
+  std::ifstream merged(out / "values.f32", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(merged)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all.size(), std::string("HDR36\n").size() + 36);
 }
 
 }  // namespace
