@@ -145,6 +145,33 @@ std::vector<RankStats> gather_stats(const DistContext& ctx, const RankStats& min
   return all;
 }
 
+// Every rank's string at rank 0 (others get an empty vector).
+std::vector<std::string> gather_strings(const DistContext& ctx, const std::string& mine) {
+  std::vector<std::string> all{mine};
+#if FLURRY_HAVE_MPI
+  if (ctx.mpi_active() && ctx.size() > 1) {
+    const int n = static_cast<int>(mine.size());
+    std::vector<int> sizes(static_cast<size_t>(ctx.size())), displs(static_cast<size_t>(ctx.size()));
+    MPI_CHECK(MPI_Gather(&n, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, ctx.world()));
+    int total = 0;
+    for (size_t r = 0; r < sizes.size(); ++r) {
+      displs[r] = total;
+      total += sizes[r];
+    }
+    std::vector<char> buf(static_cast<size_t>(std::max(total, 1)));
+    MPI_CHECK(MPI_Gatherv(mine.data(), n, MPI_CHAR, buf.data(), sizes.data(), displs.data(), MPI_CHAR, 0,
+                          ctx.world()));
+    all.clear();
+    if (ctx.is_root()) {
+      for (size_t r = 0; r < sizes.size(); ++r) all.emplace_back(buf.data() + displs[r], static_cast<size_t>(sizes[r]));
+    }
+  }
+#else
+  (void)ctx;
+#endif
+  return all;
+}
+
 std::string iso_time(std::time_t t) {
   char buf[32];
   std::tm tm{};
@@ -202,7 +229,8 @@ MergeResult write_results(const RunnerOptions& opts, const std::vector<WorkItem>
 
 void write_manifest(const DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
                     const MergeResult& m, int64_t resumed, double wall_s, std::time_t started,
-                    const std::vector<RankStats>& ranks, const std::vector<std::string>& hosts) {
+                    const std::vector<RankStats>& ranks, const std::vector<std::string>& hosts,
+                    const std::vector<std::string>& stages) {
   nlohmann::ordered_json j;
   j["binary"] = opts.binary;
   j["model"] = opts.model;
@@ -226,6 +254,15 @@ void write_manifest(const DistContext& ctx, const RunnerOptions& opts, const std
     per_rank.push_back({{"rank", r}, {"host", hosts[r]}, {"items", static_cast<int64_t>(ranks[r].ok + ranks[r].errors)},
                         {"errors", static_cast<int64_t>(ranks[r].errors)}, {"work", ranks[r].work}, {"busy_s", ranks[r].busy_s},
                         {"finish_s", ranks[r].finish_s}});
+  }
+  if (opts.timers != nullptr) {
+    StageTimers all;
+    for (size_t r = 0; r < stages.size() && r < per_rank.size(); ++r) {
+      const Json one = Json::parse(stages[r], nullptr, false);
+      all.merge_json(one);
+      per_rank[r]["stages"] = one;
+    }
+    j["stages"] = all.to_json();
   }
   j["per_rank"] = per_rank;
   j["versions"] = {{"flurry", opts.version.empty() ? flurry_version() : opts.version},
@@ -312,13 +349,18 @@ int run_job_session(DistContext& ctx, const RunnerOptions& opts, const std::vect
   shard.sync();
   std::vector<std::string> hosts;
   const auto stats = gather_stats(ctx, session.stats(), &hosts);
+  std::vector<std::string> stages;
+  if (opts.timers != nullptr) {
+    if (!opts.timers->empty()) LOG_INFO("rank " << ctx.rank() << " stages: " << opts.timers->summary());
+    stages = gather_strings(ctx, opts.timers->to_json().dump());
+  }
   ctx.barrier();  // every shard is complete on disk before rank 0 reads them
 
   int status = 0;
   if (ctx.is_root()) {
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const MergeResult m = write_results(opts, items);
-    write_manifest(ctx, opts, items, m, resumed, wall, started, stats, hosts);
+    write_manifest(ctx, opts, items, m, resumed, wall, started, stats, hosts, stages);
     LOG_INFO(items.size() << " inputs: " << m.ok << " ok, " << m.errors << " error(s)"
                           << (resumed > 0 ? ", " + std::to_string(resumed) + " from an earlier run" : "")
                           << "; results in " << opts.output_dir << "/results.jsonl");

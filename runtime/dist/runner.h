@@ -55,6 +55,7 @@
 
 #include "runtime/dist/context.h"
 #include "runtime/dist/inputs.h"
+#include "runtime/stage_timers.h"
 
 namespace flurry::dist {
 
@@ -84,6 +85,9 @@ struct RunnerOptions {
   // data_header(total bytes) (e.g. a .npy header). The data shards are fsynced every
   // data_sync_bytes rather than per item.
   std::string data_output;
+  // Stage timers the binary fills (load, audio, mel, encode, decode, ...); when set, each rank logs
+  // its summary at the end and manifest.json gets "stages" (all ranks summed) and per-rank stages.
+  StageTimers* timers = nullptr;
   std::function<std::string(uint64_t)> data_header;
   int64_t data_sync_bytes = 64ll << 20;
 };

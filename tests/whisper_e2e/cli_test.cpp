@@ -109,8 +109,20 @@ TEST_F(WhisperCli, ThreeRanksUnderMpirun) {
   EXPECT_EQ(manifest["ranks"], 3) << manifest.dump();
   ASSERT_EQ(manifest["per_rank"].size(), 3u) << manifest.dump();
   int items = 0;
-  for (const Json& r : manifest["per_rank"]) items += r["items"].get<int>();
+  for (const Json& r : manifest["per_rank"]) {
+    items += r["items"].get<int>();
+    EXPECT_TRUE(r["stages"].contains("load")) << r.dump();  // every rank loads the model once
+  }
   EXPECT_EQ(items, 5);
+  // Stage timers of all ranks, summed: the two good inputs were decoded, read, encoded.
+  const Json& st = manifest["stages"];
+  for (const char* stage : {"load", "audio", "mel", "encode", "decode"}) {
+    ASSERT_TRUE(st.contains(stage)) << stage << " missing in " << st.dump();
+  }
+  EXPECT_EQ(st["load"]["calls"], 3);
+  EXPECT_GE(st["mel"]["calls"].get<int>(), 2);
+  EXPECT_GT(st["encode"]["seconds"].get<double>(), 0.0);
+  EXPECT_GT(st["decode"]["seconds"].get<double>(), 0.0);
 }
 
 

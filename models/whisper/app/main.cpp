@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -134,7 +135,13 @@ int process(flurry::app::AppContext& app, const Flags& f) {
   const std::string& device = app.device;
   FLURRY_CHECK(!f.model.empty(), "no --model given and no default checkpoint found: run `make demo` "
                                  "(it installs one under models-cache/) or pass --model DIR");
-  const flurry::whisper::WhisperAssets assets = flurry::whisper::load_whisper_assets(f.model);
+  flurry::StageTimers timers;
+  std::optional<flurry::whisper::WhisperAssets> loaded;
+  {
+    flurry::ScopedStage stage(&timers, "load");
+    loaded.emplace(flurry::whisper::load_whisper_assets(f.model));
+  }
+  const flurry::whisper::WhisperAssets& assets = *loaded;
   const TranscribeOptions options = make_options(f, assets);
   LOG_INFO("model " << f.model << ": " << assets.model->config().d_model << " wide, "
                     << assets.model->config().encoder_layers << "+" << assets.model->config().decoder_layers
@@ -158,11 +165,13 @@ int process(flurry::app::AppContext& app, const Flags& f) {
     backend.encode = [&](const float* mel) { gpu_decoder->encode_audio(0, mel); };
   }
 #endif
+  backend.timers = &timers;
 
   flurry::dist::RunnerOptions& opts = app.runner;
   opts.model = f.model;
   opts.unit = "audio s";
   opts.work_key = "duration";
+  opts.timers = &timers;
   const std::vector<flurry::dist::WorkItem> items = flurry::dist::collect_inputs(app.inputs, audio_cost, &app.dist);
   std::vector<std::string> formats;
   if (f.output_format == "all") {
@@ -175,7 +184,7 @@ int process(flurry::app::AppContext& app, const Flags& f) {
     const flurry::whisper::Transcript t =
         backend.decoder != nullptr
             ? flurry::whisper::transcribe_file(assets, item.id, options, &duration, backend)
-            : flurry::whisper::transcribe_file(assets, item.id, options, &duration);
+            : flurry::whisper::transcribe_file(assets, item.id, options, &duration, &timers);
     if (!formats.empty()) {
       // Keyed by the input's path below the folder all inputs share: a/x.wav and b/x.wav never collide.
       const std::filesystem::path base = flurry::dist::item_output_base(opts, item);

@@ -1,6 +1,9 @@
 #include "models/whisper/app/pipeline.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <filesystem>
 
 #include "io/audio.h"
@@ -61,9 +64,10 @@ WhisperAssets load_whisper_assets(const std::string& dir) {
 }
 
 Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
-                           const TranscribeOptions& options, double* duration_s) {
+                           const TranscribeOptions& options, double* duration_s, StageTimers* timers) {
   CpuDecoderModel decoder(assets.model);
   WindowBackend backend;
+  backend.timers = timers;
   backend.decoder = &decoder;
   backend.encode = [&](const float* mel) { decoder.encode_audio(0, mel); };
   return transcribe_file(assets, path, options, duration_s, backend);
@@ -72,20 +76,43 @@ Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
 Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
                            const TranscribeOptions& options, double* duration_s, const WindowBackend& backend) {
   FLURRY_CHECK(backend.decoder != nullptr && backend.encode, "transcribe_file: incomplete backend");
-  const std::vector<float> audio = load_audio_16k(path);
+  StageTimers* timers = backend.timers;
+  std::vector<float> audio;
+  {
+    ScopedStage stage(timers, "audio");
+    audio = load_audio_16k(path);
+  }
   *duration_s = static_cast<double>(audio.size()) / kAudioSampleRate;
   const int n_mels = static_cast<int>(assets.model->config().num_mel_bins);
-  const LogMel mel = log_mel_whole(audio.data(), static_cast<int64_t>(audio.size()), n_mels);
+  std::optional<LogMel> mel_holder;
+  {
+    ScopedStage stage(timers, "mel");
+    mel_holder.emplace(log_mel_whole(audio.data(), static_cast<int64_t>(audio.size()), n_mels));
+  }
+  const LogMel& mel = *mel_holder;
+  double encode_s = 0.0;
 
   std::vector<float> window(static_cast<size_t>(n_mels) * flurry::kMelWindowFrames);
   auto encode_window = [&](int seek, int n_frames) {
     mel.window(seek, n_frames, window.data());
-    backend.encode(window.data());
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      ScopedStage stage(timers, "encode");
+      backend.encode(window.data());
+    }
+    encode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   const BpeTokenizer& tok = *assets.tokenizer;
   auto detokenize = [&](const std::vector<int>& ids) { return tok.decode(ids, true); };
-  return transcribe(*backend.decoder, assets.special, options, static_cast<int>(mel.content_frames), encode_window,
-                    detokenize);
+  const auto t0 = std::chrono::steady_clock::now();
+  Transcript t = transcribe(*backend.decoder, assets.special, options, static_cast<int>(mel.content_frames),
+                            encode_window, detokenize);
+  if (timers != nullptr) {
+    // transcribe() interleaves the encoder (timed above) and the decoding; decode is the rest.
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    timers->add("decode", std::max(0.0, total - encode_s));
+  }
+  return t;
 }
 
 flurry::Transcript to_output(const Transcript& t, const std::string& id, double duration_s) {

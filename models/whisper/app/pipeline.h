@@ -13,6 +13,7 @@
 #include "io/writers.h"
 #include "models/whisper/model.h"
 #include "models/whisper/transcribe.h"
+#include "runtime/stage_timers.h"
 
 namespace flurry::whisper {
 
@@ -30,7 +31,7 @@ WhisperAssets load_whisper_assets(const std::string& dir);
 
 // Transcribes one file on the CPU reference path; throws flurry::Error for a bad file.
 Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
-                           const TranscribeOptions& options, double* duration_s);
+                           const TranscribeOptions& options, double* duration_s, StageTimers* timers = nullptr);
 
 // A decoding backend for transcribe(): the decoder, and how it encodes a window's log-mel
 // ([n_mels, 3000] fp32, host) as its audio 0. The CPU path builds one per file; the GPU path
@@ -38,6 +39,7 @@ Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
 struct WindowBackend {
   DecoderModel* decoder = nullptr;
   std::function<void(const float* mel)> encode;
+  StageTimers* timers = nullptr;  // audio, mel, encode, decode (decode = the rest of transcribe)
 };
 
 // As above, on `backend`: the same host log-mel and the same transcribe() driver, so the two
