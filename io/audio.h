@@ -14,11 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "runtime/audio_constants.h"
+
 namespace flurry {
 
-// Whisper's input rate and window: 30 s at 16 kHz.
-constexpr int kAudioSampleRate = 16000;
-constexpr int64_t kAudioChunkSamples = 30 * int64_t{kAudioSampleRate};
+// Whisper's input rate and window (runtime/audio_constants.h).
+constexpr int64_t kAudioChunkSamples = kAudioWindowSamples;
 
 struct AudioInfo {
   std::string path;

@@ -16,14 +16,15 @@
 #include <vector>
 
 #include "models/whisper/logit_rules.h"
+#include "runtime/audio_constants.h"
 
 namespace flurry::whisper {
 
 // Whisper's fixed audio geometry: 30 s windows of 3000 mel frames (10 ms hop); the encoder halves
 // the frame rate, so a timestamp token step is 20 ms.
-constexpr int kSampleRate = 16000;
-constexpr int kHopLength = 160;
-constexpr int kFramesPerWindow = 3000;
+constexpr int kSampleRate = kAudioSampleRate;  // runtime/audio_constants.h
+constexpr int kHopLength = kMelHop;
+constexpr int kFramesPerWindow = kMelWindowFrames;
 constexpr int kInputStride = 2;  // mel frames per timestamp step
 constexpr double kTimePrecision = static_cast<double>(kInputStride * kHopLength) / kSampleRate;
 

@@ -16,7 +16,6 @@ using cd = std::complex<double>;
 constexpr double kPi = 3.14159265358979323846;
 constexpr int kPad = kMelNfft / 2;  // center=True: frame t is centered on sample t * hop
 constexpr double kMelFloor = 1e-10;
-constexpr double kSampleRate = 16000.0;
 constexpr double kFmax = 8000.0;
 
 // Mixed-radix decimation-in-time FFT for n = 400 = 4 * 4 * 5 * 5 (Cooley-Tukey): X = DFT_p over
@@ -118,7 +117,7 @@ std::vector<double> mel_filters_f64(int n_mels) {
     const double lo = edge[m], mid = edge[m + 1], hi = edge[m + 2];
     const double enorm = 2.0 / (hi - lo);
     for (int k = 0; k < kMelBins; ++k) {
-      const double hz = kSampleRate * k / kMelNfft;  // bin k's frequency, 0..8000 in steps of 40
+      const double hz = double{kAudioSampleRate} * k / kMelNfft;  // bin k's frequency, 0..8000 in steps of 40
       const double up = (hz - lo) / (mid - lo);
       const double down = (hi - hz) / (hi - mid);
       f[static_cast<size_t>(m) * kMelBins + k] = std::max(0.0, std::min(up, down)) * enorm;

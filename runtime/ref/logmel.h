@@ -17,13 +17,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/audio_constants.h"
+
 namespace flurry {
 
-constexpr int kMelNfft = 400;
-constexpr int kMelHop = 160;
-constexpr int kMelBins = kMelNfft / 2 + 1;  // 201 one-sided DFT bins
-constexpr int64_t kMelWindowSamples = 480000;  // 30 s at 16 kHz
-constexpr int kMelWindowFrames = 3000;
+constexpr int64_t kMelWindowSamples = kAudioWindowSamples;  // 30 s at 16 kHz
 
 // Slaney-style mel filter bank as librosa.filters.mel(sr=16000, n_fft=400, n_mels, htk=False,
 // norm="slaney") and HF's mel_filter_bank(..., norm="slaney", mel_scale="slaney") define it:

@@ -11,6 +11,7 @@
 #include "kernels/logits.cuh"
 #include "kernels/logmel.cuh"
 #include "models/whisper/gpu/gpu_ops.h"
+#include "runtime/audio_constants.h"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/stream.h"
@@ -19,7 +20,7 @@ namespace flurry::whisper {
 
 namespace {
 
-constexpr int64_t kWindowSamples = 480000;  // 30 s at 16 kHz
+constexpr int64_t kWindowSamples = kAudioWindowSamples;
 constexpr int kTopK = 2;                    // top-1, and the best non-EOT id when top-1 is EOT
 
 struct Slot {
