@@ -1,5 +1,6 @@
-// InflightScheduler: the slot pool, admission through batched log-mel + encoder, one uniform decoder
-// step per iteration, selection on the device, retirement (inflight.h has the design).
+// InflightScheduler: InflightCore's slot bookkeeping over a GPU backend: admission through batched
+// log-mel + encoder, slot moves, one uniform decoder step per iteration with the selection on the
+// device (inflight.h has the design).
 #include "models/whisper/gpu/inflight.h"
 
 #include <cuda_runtime.h>
@@ -23,17 +24,6 @@ namespace {
 constexpr int64_t kWindowSamples = kAudioWindowSamples;
 constexpr int kTopK = 2;                    // top-1, and the best non-EOT id when top-1 is EOT
 
-struct Slot {
-  bool live = false;
-  int64_t id = 0;
-  std::vector<int32_t> prompt;
-  std::vector<int32_t> tokens;  // text tokens picked so far
-  int pos = 0;                  // tokens in the slot's self cache
-  int32_t next = 0;             // the token the next step feeds once the prompt is in
-  int forced_length = -1;
-  int max_new_tokens = 0;
-};
-
 template <typename T>
 T* device_alloc(size_t n) {
   void* p = nullptr;
@@ -55,41 +45,101 @@ GpuPlan inflight_plan(int slots, int enc_batch) {
   return p;
 }
 
-struct InflightScheduler::Impl {
-  Impl(WhisperGpu& gpu, InflightOptions o, InflightStats& st) : g(gpu), opt(std::move(o)), stats(st) {}
+namespace {
 
-  WhisperGpu& g;
-  InflightOptions opt;
-  InflightStats& stats;
-  int S = 0, E = 0;
-  std::deque<InflightWindow> queue;
-  std::vector<Slot> slots;
-
-  // Selection buffers (device) and their pinned host mirrors.
-  int32_t* d_suppress = nullptr;
-  int32_t* d_blank = nullptr;
-  int32_t* d_n_sampled = nullptr;  // [S]
-  int32_t* d_topk = nullptr;       // [S, kTopK]
-  float* d_topk_lp = nullptr;      // [S, kTopK]
-  int32_t* d_error = nullptr;
-  PinnedBuffer h_ints;             // n_sampled [S] | topk [S * kTopK] | error [1]
-
-  // Host scratch reserved once.
-  std::vector<GpuSeq> seqs;
-  std::vector<int32_t> feed;
-  std::vector<int> free_slots;
-  std::vector<const float*> win_ptrs;
-  std::vector<int32_t> win_lens;
-
-  Event mel0, mel1, enc1, dec0, dec1;
-
-  ~Impl() {
+// The GPU side of InflightCore's contract.
+class GpuInflightBackend final : public InflightBackend {
+ public:
+  GpuInflightBackend(WhisperGpu& gpu, const InflightRules& rules) : g(gpu), rules_(rules) { init(); }
+  ~GpuInflightBackend() override {
     for (void* p : {static_cast<void*>(d_suppress), static_cast<void*>(d_blank), static_cast<void*>(d_n_sampled),
                     static_cast<void*>(d_topk), static_cast<void*>(d_topk_lp), static_cast<void*>(d_error)}) {
       (void)cudaFree(p);
     }
   }
 
+  int slots() const override { return S; }
+  int encoder_batch() const override { return E; }
+  int max_tokens() const override { return static_cast<int>(g.state->max_tokens); }
+  int vocab() const override { return static_cast<int>(g.state->vocab); }
+  // decoder_forward's single-launch path covers consecutive slots reading the same-numbered audio.
+  bool needs_compact_slots() const override { return true; }
+
+  void begin_run() override { CUDA_CHECK(cudaMemsetAsync(d_error, 0, sizeof(int32_t), *g.stream)); }
+
+  void end_run() override {
+    CUDA_CHECK(cudaMemcpyAsync(h_error(), d_error, sizeof(int32_t), cudaMemcpyDeviceToHost, *g.stream));
+    g.stream->synchronize();
+    FLURRY_CHECK(*h_error() == 0, "inflight: logits_select flagged bad ids or history (bits " << *h_error() << ")");
+  }
+
+  void admit(const std::vector<const InflightWindow*>& windows, const std::vector<int>& dest,
+             InflightStats& stats) override {
+    const int n = static_cast<int>(windows.size());
+    const bool from_samples = windows.front()->mel == nullptr;
+    FLURRY_CHECK(!from_samples || g.logmel != nullptr, "inflight: windows bring samples but the plan has no device log-mel");
+    win_ptrs.clear();
+    win_lens.clear();
+    for (const InflightWindow* w : windows) {
+      if (from_samples) {
+        FLURRY_CHECK(w->samples != nullptr || w->n_samples == 0, "inflight: window " << w->id << " has no audio");
+        win_ptrs.push_back(w->samples);
+        win_lens.push_back(static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(w->n_samples, 0), kWindowSamples)));
+      } else {
+        win_ptrs.push_back(w->mel);
+      }
+    }
+    mel0.record(*g.stream);
+    if (from_samples) {
+      logmel_windows(g, n, win_ptrs.data(), win_lens.data());
+    } else {
+      upload_mels(g, n, win_ptrs.data());
+    }
+    mel1.record(*g.stream);
+    encode_windows(g, S, n);  // into the staging audio indices [S, S + n)
+    for (int k = 0; k < n; ++k) move_cross_kv(S + k, dest[static_cast<size_t>(k)]);
+    enc1.record(*g.stream);
+    enc1.synchronize();
+    stats.mel_s += mel1.elapsed_ms_since(mel0) * 1e-3;
+    stats.encoder_s += enc1.elapsed_ms_since(mel1) * 1e-3;
+  }
+
+  void move_slot(int from, int to, int pos) override {
+    copy_slot(g, from, to, pos);
+    move_cross_kv(from, to);
+  }
+
+  void step(const std::vector<int>& live, const std::vector<int32_t>& feed, const std::vector<int>& pos,
+            const std::vector<int32_t>& n_sampled, std::vector<int32_t>& top2, InflightStats& stats) override {
+    const int n = static_cast<int>(live.size());
+    dec0.record(*g.stream);
+    seqs.clear();
+    feed_.assign(feed.begin(), feed.end());
+    int32_t* h_ns = h_n_sampled();
+    for (int i = 0; i < n; ++i) {
+      FLURRY_CHECK(live[static_cast<size_t>(i)] == i, "inflight: GPU steps need slots 0..n-1 (compacted)");
+      GpuSeq q;
+      q.slot = i;
+      q.audio = i;
+      q.pos = pos[static_cast<size_t>(i)];
+      q.tokens = &feed_[static_cast<size_t>(i)];
+      q.n_new = 1;
+      seqs.push_back(q);
+      h_ns[i] = n_sampled[static_cast<size_t>(i)];
+    }
+    // The pinned mirrors are idle: the previous step ended with a synchronisation.
+    CUDA_CHECK(cudaMemcpyAsync(d_n_sampled, h_ns, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, *g.stream));
+    decoder_forward(g, seqs, nullptr, nullptr);
+    select(n);
+    CUDA_CHECK(cudaMemcpyAsync(h_topk(), d_topk, static_cast<size_t>(n) * kTopK * 4, cudaMemcpyDeviceToHost,
+                               *g.stream));
+    dec1.record(*g.stream);
+    dec1.synchronize();
+    stats.decoder_s += dec1.elapsed_ms_since(dec0) * 1e-3;
+    std::copy(h_topk(), h_topk() + static_cast<size_t>(n) * kTopK, top2.begin());
+  }
+
+ private:
   void init() {
     const WhisperGpuState& s = *g.state;
     S = s.plan.max_slots;
@@ -98,33 +148,22 @@ struct InflightScheduler::Impl {
                                                   << " audio indices; the scheduler needs max_slots + enc_batch = "
                                                   << S + E << " (use inflight_plan)");
     FLURRY_CHECK(s.dec_rows >= S, "inflight: " << s.dec_rows << " decoder rows for " << S << " slots");
-    FLURRY_CHECK(opt.rules.eot >= 0 && opt.rules.eot < s.vocab, "inflight: EOT id " << opt.rules.eot);
-    for (int32_t id : opt.rules.suppress_ids) {
-      FLURRY_CHECK(id >= 0 && id < s.vocab, "inflight: suppress id " << id << " outside the vocabulary");
-    }
-    for (int32_t id : opt.rules.blank_ids) {
-      FLURRY_CHECK(id >= 0 && id < s.vocab, "inflight: blank id " << id << " outside the vocabulary");
-    }
-    d_suppress = device_alloc<int32_t>(opt.rules.suppress_ids.size());
-    d_blank = device_alloc<int32_t>(opt.rules.blank_ids.size());
+    d_suppress = device_alloc<int32_t>(rules_.suppress_ids.size());
+    d_blank = device_alloc<int32_t>(rules_.blank_ids.size());
     d_n_sampled = device_alloc<int32_t>(static_cast<size_t>(S));
     d_topk = device_alloc<int32_t>(static_cast<size_t>(S) * kTopK);
     d_topk_lp = device_alloc<float>(static_cast<size_t>(S) * kTopK);
     d_error = device_alloc<int32_t>(1);
-    if (!opt.rules.suppress_ids.empty()) {
-      CUDA_CHECK(cudaMemcpy(d_suppress, opt.rules.suppress_ids.data(), opt.rules.suppress_ids.size() * 4,
+    if (!rules_.suppress_ids.empty()) {
+      CUDA_CHECK(cudaMemcpy(d_suppress, rules_.suppress_ids.data(), rules_.suppress_ids.size() * 4,
                             cudaMemcpyHostToDevice));
     }
-    if (!opt.rules.blank_ids.empty()) {
-      CUDA_CHECK(cudaMemcpy(d_blank, opt.rules.blank_ids.data(), opt.rules.blank_ids.size() * 4,
-                            cudaMemcpyHostToDevice));
+    if (!rules_.blank_ids.empty()) {
+      CUDA_CHECK(cudaMemcpy(d_blank, rules_.blank_ids.data(), rules_.blank_ids.size() * 4, cudaMemcpyHostToDevice));
     }
     h_ints = PinnedBuffer(static_cast<size_t>(S * (1 + kTopK) + 1) * sizeof(int32_t));
-    slots.assign(static_cast<size_t>(S), Slot{});
-    for (Slot& sl : slots) sl.tokens.reserve(static_cast<size_t>(s.max_tokens));
     seqs.reserve(static_cast<size_t>(S));
-    feed.assign(static_cast<size_t>(S), 0);
-    free_slots.reserve(static_cast<size_t>(S));
+    feed_.reserve(static_cast<size_t>(S));
     win_ptrs.reserve(static_cast<size_t>(E));
     win_lens.reserve(static_cast<size_t>(E));
     // cuFFT plans allocate device memory: build one per encoder batch size now, not in the loop.
@@ -149,83 +188,6 @@ struct InflightScheduler::Impl {
     s.encoded[static_cast<size_t>(to)] = true;
   }
 
-  // One encoder batch into free slots; returns the number of windows admitted.
-  int admit_batch() {
-    free_slots.clear();
-    for (int i = 0; i < S; ++i) {
-      if (!slots[static_cast<size_t>(i)].live) free_slots.push_back(i);
-    }
-    if (free_slots.empty() || queue.empty()) return 0;
-    const bool from_samples = queue.front().mel == nullptr;
-    const int limit = std::min<int>({E, static_cast<int>(free_slots.size()), static_cast<int>(queue.size())});
-    int n = 0;
-    win_ptrs.clear();
-    win_lens.clear();
-    while (n < limit && (queue[static_cast<size_t>(n)].mel == nullptr) == from_samples) {
-      const InflightWindow& w = queue[static_cast<size_t>(n)];
-      if (from_samples) {
-        FLURRY_CHECK(w.samples != nullptr || w.n_samples == 0, "inflight: window " << w.id << " has no audio");
-        win_ptrs.push_back(w.samples);
-        win_lens.push_back(static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(w.n_samples, 0), kWindowSamples)));
-      } else {
-        win_ptrs.push_back(w.mel);
-      }
-      ++n;
-    }
-    mel0.record(*g.stream);
-    if (from_samples) {
-      logmel_windows(g, n, win_ptrs.data(), win_lens.data());
-    } else {
-      upload_mels(g, n, win_ptrs.data());
-    }
-    mel1.record(*g.stream);
-    encode_windows(g, S, n);
-    for (int k = 0; k < n; ++k) {
-      const int slot = free_slots[static_cast<size_t>(k)];
-      move_cross_kv(S + k, slot);
-      InflightWindow& w = queue.front();
-      Slot& sl = slots[static_cast<size_t>(slot)];
-      sl.live = true;
-      sl.id = w.id;
-      sl.prompt = std::move(w.prompt);
-      sl.tokens.clear();
-      sl.pos = 0;
-      sl.next = 0;
-      sl.forced_length = w.forced_length;
-      sl.max_new_tokens = w.max_new_tokens;
-      queue.pop_front();
-    }
-    enc1.record(*g.stream);
-    enc1.synchronize();
-    stats.mel_s += mel1.elapsed_ms_since(mel0) * 1e-3;
-    stats.encoder_s += enc1.elapsed_ms_since(mel1) * 1e-3;
-    stats.windows += n;
-    stats.encoder_batches += 1;
-    return n;
-  }
-
-  // Moves the highest live slot into the lowest free one until the live slots are 0..n-1.
-  void compact() {
-    int lo = 0, hi = S - 1;
-    for (;;) {
-      while (lo < S && slots[static_cast<size_t>(lo)].live) ++lo;
-      while (hi >= 0 && !slots[static_cast<size_t>(hi)].live) --hi;
-      if (lo >= hi) return;
-      Slot& from = slots[static_cast<size_t>(hi)];
-      copy_slot(g, hi, lo, from.pos);
-      move_cross_kv(hi, lo);
-      std::swap(slots[static_cast<size_t>(lo)], from);  // `from` becomes the free one
-      from.live = false;
-      stats.slot_moves += 1;
-    }
-  }
-
-  int live_count() const {
-    int n = 0;
-    while (n < S && slots[static_cast<size_t>(n)].live) ++n;
-    return n;
-  }
-
   void select(int n) {
     const WhisperGpuState& s = *g.state;
     LogitsArgs a;
@@ -237,12 +199,12 @@ struct InflightScheduler::Impl {
     a.sampled = nullptr;  // only the timestamp rules read the history itself
     a.sampled_ld = 0;
     a.rules.suppress_ids = d_suppress;
-    a.rules.n_suppress = static_cast<int>(opt.rules.suppress_ids.size());
-    a.rules.suppress_blank = !opt.rules.blank_ids.empty();
+    a.rules.n_suppress = static_cast<int>(rules_.suppress_ids.size());
+    a.rules.suppress_blank = !rules_.blank_ids.empty();
     a.rules.blank_ids = d_blank;
-    a.rules.n_blank = static_cast<int>(opt.rules.blank_ids.size());
+    a.rules.n_blank = static_cast<int>(rules_.blank_ids.size());
     a.rules.timestamps = false;
-    a.rules.eot = opt.rules.eot;
+    a.rules.eot = rules_.eot;
     a.top_k = kTopK;
     a.topk_ids = d_topk;
     a.topk_logprobs = d_topk_lp;
@@ -250,114 +212,41 @@ struct InflightScheduler::Impl {
     logits_select(a, *g.stream);
   }
 
-  // The id a slot takes from its top-2 row (inflight.h, step 4).
-  int32_t pick(const Slot& sl, const int32_t* top) const {
-    const int32_t eot = opt.rules.eot;
-    const int64_t vocab = g.state->vocab;
-    const auto valid = [&](int32_t id) { return id >= 0 && id < vocab; };
-    if (sl.forced_length < 0) return valid(top[0]) ? top[0] : eot;
-    if (static_cast<int>(sl.tokens.size()) >= sl.forced_length) return eot;
-    const int32_t best = top[0] != eot ? top[0] : top[1];
-    return valid(best) && best != eot ? best : 0;  // a NaN row: any text id keeps the length
-  }
+  WhisperGpu& g;
+  InflightRules rules_;
+  int S = 0, E = 0;
+  // Selection buffers (device) and their pinned host mirrors.
+  int32_t* d_suppress = nullptr;
+  int32_t* d_blank = nullptr;
+  int32_t* d_n_sampled = nullptr;  // [S]
+  int32_t* d_topk = nullptr;       // [S, kTopK]
+  float* d_topk_lp = nullptr;      // [S, kTopK]
+  int32_t* d_error = nullptr;
+  PinnedBuffer h_ints;             // n_sampled [S] | topk [S * kTopK] | error [1]
+  // Host scratch reserved once.
+  std::vector<GpuSeq> seqs;
+  std::vector<int32_t> feed_;
+  std::vector<const float*> win_ptrs;
+  std::vector<int32_t> win_lens;
+  Event mel0, mel1, enc1, dec0, dec1;
+};
 
-  void step(const std::function<void(InflightResult&&)>& on_done) {
-    WhisperGpuState& s = *g.state;
-    dec0.record(*g.stream);
-    compact();
-    const int n = live_count();
-    if (n == 0) return;
-    seqs.clear();
-    int32_t* n_sampled = h_n_sampled();
-    for (int i = 0; i < n; ++i) {
-      const Slot& sl = slots[static_cast<size_t>(i)];
-      feed[static_cast<size_t>(i)] = sl.pos < static_cast<int>(sl.prompt.size()) ? sl.prompt[static_cast<size_t>(sl.pos)]
-                                                                                 : sl.next;
-      GpuSeq q;
-      q.slot = i;
-      q.audio = i;
-      q.pos = sl.pos;
-      q.tokens = &feed[static_cast<size_t>(i)];
-      q.n_new = 1;
-      seqs.push_back(q);
-      n_sampled[i] = static_cast<int32_t>(sl.tokens.size());
-    }
-    // The pinned mirrors are idle: the previous step ended with a synchronisation.
-    CUDA_CHECK(cudaMemcpyAsync(d_n_sampled, n_sampled, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, *g.stream));
-    decoder_forward(g, seqs, nullptr, nullptr);
-    select(n);
-    CUDA_CHECK(cudaMemcpyAsync(h_topk(), d_topk, static_cast<size_t>(n) * kTopK * 4, cudaMemcpyDeviceToHost,
-                               *g.stream));
-    dec1.record(*g.stream);
-    dec1.synchronize();
-    stats.decoder_s += dec1.elapsed_ms_since(dec0) * 1e-3;
-    stats.steps += 1;
-    stats.sequence_steps += n;
+}  // namespace
 
-    for (int i = 0; i < n; ++i) {
-      Slot& sl = slots[static_cast<size_t>(i)];
-      sl.pos += 1;
-      if (sl.pos < static_cast<int>(sl.prompt.size())) continue;  // still feeding the prompt
-      const int32_t id = pick(sl, h_topk() + static_cast<size_t>(i) * kTopK);
-      const bool eot = id == opt.rules.eot;
-      if (!eot) sl.tokens.push_back(id);
-      const bool full = sl.pos + 1 > s.max_tokens ||
-                        (sl.max_new_tokens > 0 && static_cast<int>(sl.tokens.size()) >= sl.max_new_tokens);
-      if (!eot && !full) {
-        sl.next = id;
-        continue;
-      }
-      InflightResult r;
-      r.id = sl.id;
-      r.tokens = sl.tokens;
-      r.ended_with_eot = eot;
-      r.forced_length = sl.forced_length;
-      sl.live = false;
-      on_done(std::move(r));
-    }
-  }
-
-  void run(const std::function<void(InflightResult&&)>& on_done) {
-    CUDA_CHECK(cudaMemsetAsync(d_error, 0, sizeof(int32_t), *g.stream));
-    for (;;) {
-      const auto is_live = [](const Slot& sl) { return sl.live; };
-      if (opt.refill || std::none_of(slots.begin(), slots.end(), is_live)) {
-        while (admit_batch() > 0) {
-        }
-      }
-      const bool any_live = std::any_of(slots.begin(), slots.end(), is_live);
-      if (!any_live) {
-        FLURRY_CHECK(queue.empty(), "inflight: windows wait but none could be admitted");
-        break;
-      }
-      step(on_done);
-    }
-    CUDA_CHECK(cudaMemcpyAsync(h_error(), d_error, sizeof(int32_t), cudaMemcpyDeviceToHost, *g.stream));
-    g.stream->synchronize();
-    FLURRY_CHECK(*h_error() == 0, "inflight: logits_select flagged bad ids or history (bits " << *h_error() << ")");
-  }
+struct InflightScheduler::Impl {
+  Impl(WhisperGpu& g, InflightOptions o) : backend(g, o.rules), core(backend, std::move(o)) {}
+  GpuInflightBackend backend;
+  InflightCore core;
 };
 
 InflightScheduler::InflightScheduler(WhisperGpu& g, InflightOptions options)
-    : impl_(std::make_unique<Impl>(g, std::move(options), stats_)) {
-  impl_->init();
-}
+    : impl_(std::make_unique<Impl>(g, std::move(options))) {}
 
 InflightScheduler::~InflightScheduler() = default;
 
-void InflightScheduler::submit(InflightWindow w) {
-  FLURRY_CHECK(!w.prompt.empty(), "inflight: window " << w.id << " has no prompt");
-  FLURRY_CHECK((w.samples != nullptr) != (w.mel != nullptr) || (w.mel == nullptr && w.n_samples == 0),
-               "inflight: window " << w.id << " needs exactly one of samples and mel");
-  FLURRY_CHECK(w.mel != nullptr || impl_->g.logmel != nullptr,
-               "inflight: window " << w.id << " brings samples but the plan has no device log-mel");
-  const int ctx = static_cast<int>(impl_->g.state->max_tokens);
-  FLURRY_CHECK(static_cast<int>(w.prompt.size()) + std::max(w.forced_length, 0) + 1 <= ctx,
-               "inflight: window " << w.id << ": prompt " << w.prompt.size() << " + forced " << w.forced_length
-                                   << " + EOT exceed the decoder context of " << ctx);
-  impl_->queue.push_back(std::move(w));
-}
-
-void InflightScheduler::run(const std::function<void(InflightResult&&)>& on_done) { impl_->run(on_done); }
+void InflightScheduler::submit(InflightWindow w) { impl_->core.submit(std::move(w)); }
+void InflightScheduler::run(const std::function<void(InflightResult&&)>& on_done) { impl_->core.run(on_done); }
+const InflightStats& InflightScheduler::stats() const { return impl_->core.stats(); }
+void InflightScheduler::reset_stats() { impl_->core.reset_stats(); }
 
 }  // namespace flurry::whisper

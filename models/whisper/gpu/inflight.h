@@ -1,5 +1,7 @@
 // In-flight batching over the GPU Whisper model (whisper_gpu.h's design note, first cut): a pool of
-// S decoder slots that never drains while windows are waiting.
+// S decoder slots that never drains while windows are waiting. The slot bookkeeping is
+// InflightCore (models/whisper/inflight_core.h, tested on the CPU reference backend); this file is
+// its GPU backend and the scheduler type the benchmark and the product use.
 //
 //   InflightScheduler sched(gpu, options);          // gpu built with inflight_plan(S, E)
 //   sched.submit(window);  ...                      // 30 s windows: samples or log-mel + prompt
@@ -52,51 +54,9 @@
 #include <vector>
 
 #include "models/whisper/gpu/whisper_gpu.h"
+#include "models/whisper/inflight_core.h"
 
 namespace flurry::whisper {
-
-// One 30 s window to transcribe. Exactly one of samples / mel is set.
-struct InflightWindow {
-  int64_t id = 0;                  // caller's tag, returned in the result
-  const float* samples = nullptr;  // 16 kHz mono fp32, host; the first 480000 are used
-  int64_t n_samples = 0;
-  const float* mel = nullptr;      // or host log-mel [n_mels, 3000] fp32, channel-major
-  std::vector<int32_t> prompt;     // e.g. SOT, language, task, no-timestamps (>= 1 token)
-  int forced_length = -1;          // text tokens before EOT; -1: greedy until EOT
-  int max_new_tokens = 0;          // 0: until the slot's context is full
-};
-
-struct InflightResult {
-  int64_t id = 0;
-  std::vector<int32_t> tokens;  // text tokens, EOT not included
-  bool ended_with_eot = false;  // false: stopped by max_new_tokens or the context
-  int forced_length = -1;
-};
-
-// The no-timestamps greedy rules the selection applies (ids of the checkpoint's tokenizer).
-struct InflightRules {
-  int eot = -1;
-  std::vector<int32_t> suppress_ids;  // SuppressTokens
-  std::vector<int32_t> blank_ids;     // SuppressBlank (EOT is added by the kernel); empty: off
-};
-
-struct InflightOptions {
-  InflightRules rules;
-  // true: a freed slot takes a waiting window at the next step (in-flight batching). false: static
-  // batches: windows are admitted only when every slot is free, so a batch's sequences share their
-  // positions (decoder_forward then appends K/V with one 3-D copy instead of one copy per sequence)
-  // and the batch shrinks as sequences retire; for comparison and as a fallback.
-  bool refill = true;
-};
-
-struct InflightStats {
-  int64_t steps = 0;          // decoder_forward calls
-  int64_t sequence_steps = 0; // sum over steps of the live slots (prompt feeding included)
-  int64_t windows = 0;        // windows encoded
-  int64_t encoder_batches = 0;
-  int64_t slot_moves = 0;     // compactions
-  double mel_s = 0, encoder_s = 0, decoder_s = 0;  // CUDA-event sums
-};
 
 // The plan the scheduler needs: S slots, E windows per encoder batch, S + E audio indices (the last
 // E are the encoder's staging), log-mel on the device, decoder rows for one token per slot.
@@ -116,12 +76,11 @@ class InflightScheduler {
   // retirement order, from this thread.
   void run(const std::function<void(InflightResult&&)>& on_done);
 
-  const InflightStats& stats() const { return stats_; }
-  void reset_stats() { stats_ = InflightStats{}; }
+  const InflightStats& stats() const;
+  void reset_stats();
 
  private:
   struct Impl;
-  InflightStats stats_;  // before impl_: Impl holds a reference to it
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,98 @@
+#include "models/whisper/cpu_inflight.h"
+
+#include <chrono>
+#include <cstring>
+#include <limits>
+
+#include "models/whisper/logit_rules.h"
+#include "runtime/check.h"
+#include "runtime/ref/logmel.h"
+
+namespace flurry::whisper {
+
+namespace {
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+void inflight_select_top2(float* row, int vocab, int n_sampled, const std::vector<int>& suppress,
+                          const std::vector<int>& blank, int eot, int32_t* top2) {
+  if (!suppress.empty()) suppress_tokens(row, vocab, suppress);
+  if (!blank.empty()) suppress_blank(row, vocab, n_sampled, blank, eot);
+  int32_t best = -1, second = -1;
+  for (int i = 0; i < vocab; ++i) {
+    const float v = row[i];
+    if (!(v == v)) continue;  // NaN never wins
+    if (best < 0 || v > row[best]) {
+      second = best;
+      best = i;
+    } else if (second < 0 || v > row[second]) {
+      second = i;
+    }
+  }
+  top2[0] = best;
+  top2[1] = second;
+}
+
+CpuInflightBackend::CpuInflightBackend(std::shared_ptr<const WhisperModel> model, int slots, int encoder_batch,
+                                       InflightRules rules, bool compact_slots)
+    : model_(std::move(model)), enc_batch_(encoder_batch), rules_(std::move(rules)), compact_(compact_slots) {
+  FLURRY_CHECK(model_ != nullptr, "CpuInflightBackend: no model");
+  FLURRY_CHECK(slots >= 1 && encoder_batch >= 1, "CpuInflightBackend: " << slots << " slots, batch " << encoder_batch);
+  for (int i = 0; i < slots; ++i) slots_.push_back(std::make_unique<WhisperState>(*model_));
+  const auto& c = model_->config();
+  mel_.resize(static_cast<size_t>(c.num_mel_bins) * kMelWindowFrames);
+  row_.resize(static_cast<size_t>(c.vocab_size));
+  suppress_.assign(rules_.suppress_ids.begin(), rules_.suppress_ids.end());
+  blank_.assign(rules_.blank_ids.begin(), rules_.blank_ids.end());
+}
+
+int CpuInflightBackend::max_tokens() const { return static_cast<int>(slots_.front()->max_tokens); }
+int CpuInflightBackend::vocab() const { return static_cast<int>(model_->config().vocab_size); }
+
+void CpuInflightBackend::admit(const std::vector<const InflightWindow*>& windows, const std::vector<int>& dest,
+                               InflightStats& stats) {
+  FLURRY_CHECK(windows.size() == dest.size(), "inflight admit: " << windows.size() << " windows, " << dest.size()
+                                                                 << " slots");
+  const int n_mels = static_cast<int>(model_->config().num_mel_bins);
+  for (size_t k = 0; k < windows.size(); ++k) {
+    const InflightWindow& w = *windows[k];
+    const float* mel = w.mel;
+    if (mel == nullptr) {
+      const auto t0 = std::chrono::steady_clock::now();
+      log_mel_window(w.samples, w.n_samples, n_mels, mel_.data());
+      stats.mel_s += since(t0);
+      mel = mel_.data();
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    WhisperState& st = *slots_[static_cast<size_t>(dest[k])];
+    encode(*model_, st, mel);  // also resets the slot's decoder
+    stats.encoder_s += since(t1);
+  }
+}
+
+void CpuInflightBackend::move_slot(int from, int to, int pos) {
+  FLURRY_CHECK(slots_[static_cast<size_t>(from)]->n_past == pos,
+               "inflight move: slot " << from << " holds " << slots_[static_cast<size_t>(from)]->n_past
+                                      << " positions, the scheduler says " << pos);
+  std::swap(slots_[static_cast<size_t>(from)], slots_[static_cast<size_t>(to)]);
+}
+
+void CpuInflightBackend::step(const std::vector<int>& slots, const std::vector<int32_t>& feed,
+                              const std::vector<int>& pos, const std::vector<int32_t>& n_sampled,
+                              std::vector<int32_t>& top2, InflightStats& stats) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int vocab = this->vocab();
+  for (size_t i = 0; i < slots.size(); ++i) {
+    WhisperState& st = *slots_[static_cast<size_t>(slots[i])];
+    FLURRY_CHECK(st.n_past == pos[i], "inflight step: slot " << slots[i] << " holds " << st.n_past
+                                                             << " positions, the scheduler says " << pos[i]);
+    const float* logits = decoder_step(*model_, st, &feed[i], 1);
+    std::memcpy(row_.data(), logits, static_cast<size_t>(vocab) * sizeof(float));
+    inflight_select_top2(row_.data(), vocab, n_sampled[i], suppress_, blank_, rules_.eot, &top2[2 * i]);
+  }
+  stats.decoder_s += since(t0);
+}
+
+}  // namespace flurry::whisper
