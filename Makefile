@@ -36,6 +36,7 @@ REQUIRE_FLAG := $(if $(filter 1,$(FLURRY_REQUIRE_MODELS)),--require)
 models:
 	@tools/fetch_openai_whisper.sh $(REQUIRE_FLAG) >/dev/null
 	@tools/fetch_whisper_model.sh $(REQUIRE_FLAG) --quiet base >/dev/null
+	@tools/fetch_minilm.sh $(REQUIRE_FLAG) --quiet >/dev/null
 
 configure:
 	@cmake -S . -B $(BUILD) $(GENERATOR) $(CMAKE_ARGS) >/dev/null

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "io/json_file.h"
-#include "io/unicode_tables.h"
+#include "io/unicode.h"
 #include "runtime/check.h"
 
 namespace flurry {

@@ -8,66 +8,41 @@
 #include <vector>
 
 #include "io/json_file.h"
-#include "io/unicode_fold_table.h"
+#include "io/unicode.h"
 #include "runtime/check.h"
 
 namespace flurry {
 
 namespace {
 
-// ---- UTF-8 -------------------------------------------------------------------------------------
+// ---- Unicode -----------------------------------------------------------------------------------
 
-// Decodes one code point at s[i], advancing i; malformed input yields U+FFFD and one byte.
-uint32_t next_code_point(const std::string& s, size_t& i) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  int len = b0 < 0x80 ? 1 : (b0 >> 5) == 0x6 ? 2 : (b0 >> 4) == 0xe ? 3 : (b0 >> 3) == 0x1e ? 4 : 0;
-  if (len == 0 || i + len > s.size()) {
-    ++i;
-    return 0xfffd;
-  }
-  uint32_t cp = len == 1 ? b0 : b0 & (0x7f >> len);
-  for (int k = 1; k < len; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if ((b & 0xc0) != 0x80) {
-      ++i;
-      return 0xfffd;
-    }
-    cp = (cp << 6) | (b & 0x3f);
-  }
-  i += len;
-  return cp;
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
+// Letters that NFKD leaves whole but Whisper's ADDITIONAL_DIACRITICS spells out.
+const char* additional_diacritic(uint32_t cp) {
+  switch (cp) {
+    case 0x153: return "oe";   // œ
+    case 0x152: return "OE";   // Œ
+    case 0xF8: return "o";     // ø
+    case 0xD8: return "O";     // Ø
+    case 0xE6: return "ae";    // æ
+    case 0xC6: return "AE";    // Æ
+    case 0xDF: return "ss";    // ß
+    case 0x1E9E: return "SS";  // ẞ
+    case 0x111: return "d";    // đ
+    case 0x110: return "D";    // Đ
+    case 0xF0: return "d";     // ð
+    case 0xD0: return "D";     // Ð
+    case 0xFE: return "th";    // þ
+    case 0xDE: return "th";    // Þ
+    case 0x142: return "l";    // ł
+    case 0x141: return "L";    // Ł
+    default: return nullptr;
   }
 }
 
-const char* find_map(const unicode::CodeMap* table, size_t n, uint32_t cp) {
-  const auto* end = table + n;
-  const auto* it = std::lower_bound(table, end, cp,
-                                    [](const unicode::CodeMap& m, uint32_t c) { return m.cp < c; });
-  return (it != end && it->cp == cp) ? it->utf8 : nullptr;
-}
-
-bool folds_to_space(uint32_t cp) {
-  const auto* end = unicode::kFoldToSpace + unicode::kFoldToSpaceSize;
-  const auto* it = std::upper_bound(unicode::kFoldToSpace, end, cp,
-                                    [](uint32_t c, const unicode::CodeRange& r) { return c < r.first; });
-  return it != unicode::kFoldToSpace && cp <= (it - 1)->last;
+bool is_mark_symbol_or_punct(uint32_t cp) {
+  const char m = unicode::major_category(cp);
+  return m == 'M' || m == 'S' || m == 'P';
 }
 
 std::string re_sub(const std::string& s, const std::regex& re, const char* fmt) {
@@ -222,9 +197,9 @@ bool is_plain_number(const std::string& w) {
 
 // First UTF-8 character of w and the rest.
 std::pair<std::string, std::string> split_first_char(const std::string& w) {
-  size_t i = 0;
-  next_code_point(w, i);
-  return {w.substr(0, i), w.substr(i)};
+  uint32_t cp = 0;
+  const size_t n = w.empty() ? 0 : utf8_next(w, 0, &cp);
+  return {w.substr(0, n), w.substr(n)};
 }
 
 class NumberProcessor {
@@ -556,37 +531,29 @@ std::string join(const std::vector<std::string>& words) {
 
 }  // namespace
 
-std::string utf8_lower(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    const uint32_t cp = next_code_point(s, i);
-    if (cp < 0x80) {
-      out += static_cast<char>(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
-    } else if (const char* low = find_map(unicode::kLowerTable, unicode::kLowerTableSize, cp)) {
-      out += low;
-    } else {
-      append_utf8(out, cp);
-    }
-  }
-  return out;
-}
+std::string utf8_lower(const std::string& s) { return unicode::lower(s); }
 
+// Whisper applies NFKD to the whole string before looking at each character, so `keep` is tested
+// on the decomposed characters (a fullwidth dollar sign is kept as "$" when "$" is kept).
 std::string remove_symbols_and_diacritics(const std::string& s, const std::string& keep) {
-  std::vector<uint32_t> keep_cps;
-  for (size_t i = 0; i < keep.size();) keep_cps.push_back(next_code_point(keep, i));
+  const std::string d = unicode::nfkd(s);
   std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    const uint32_t cp = next_code_point(s, i);
-    if (std::find(keep_cps.begin(), keep_cps.end(), cp) != keep_cps.end()) {
-      append_utf8(out, cp);
-    } else if (folds_to_space(cp)) {
+  out.reserve(d.size());
+  for (size_t i = 0; i < d.size();) {
+    uint32_t cp = 0;
+    const size_t n = utf8_next(d, i, &cp);
+    const std::string_view c(d.data() + i, n);
+    i += n;
+    if (keep.find(c) != std::string::npos) {
+      out += c;
+    } else if (const char* spelled = additional_diacritic(cp)) {
+      out += spelled;
+    } else if (unicode::category(cp) == unicode::Category::kMn) {
+      continue;
+    } else if (is_mark_symbol_or_punct(cp)) {
       out += ' ';
-    } else if (const char* f = find_map(unicode::kFoldTable, unicode::kFoldTableSize, cp)) {
-      out += f;
     } else {
-      append_utf8(out, cp);
+      out += c;
     }
   }
   return out;
@@ -671,15 +638,19 @@ std::string basic_normalize(const std::string& text, bool remove_diacritics) {
   if (remove_diacritics) {
     s = remove_symbols_and_diacritics(s);
   } else {
-    // remove_symbols without the diacritic folding: only marks/symbols/punctuation to spaces.
+    // Whisper's remove_symbols: NFKC, then marks/symbols/punctuation to spaces.
+    const std::string c = unicode::nfkc(s);
     std::string out;
-    for (size_t i = 0; i < s.size();) {
-      const uint32_t cp = next_code_point(s, i);
-      if (folds_to_space(cp)) {
+    out.reserve(c.size());
+    for (size_t i = 0; i < c.size();) {
+      uint32_t cp = 0;
+      const size_t n = utf8_next(c, i, &cp);
+      if (is_mark_symbol_or_punct(cp)) {
         out += ' ';
       } else {
-        append_utf8(out, cp);
+        out.append(c, i, n);
       }
+      i += n;
     }
     s = out;
   }

@@ -5,9 +5,9 @@
 // parenthesised text and fillers, expanding contractions and titles, folding symbols and
 // diacritics, spelled-out numbers to digits with currency/percent/ordinal handling, and British to
 // American spellings (a word list fetched at set-up time, see tools/fetch_openai_whisper.sh).
-// Known differences, by design of a C++ port without a Unicode regex engine: word boundaries and
-// \s are ASCII-only, and case/diacritic folding covers code points below U+3000 and the fullwidth
-// forms (io/unicode_fold_table.cpp), which is every script English transcripts use.
+// Case and diacritic folding (NFKD/NFKC, categories, lower-casing) come from utf8proc through
+// io/unicode.h, over every code point. Known difference, by design of a C++ port without a Unicode
+// regex engine: word boundaries and \s in the rules' patterns are ASCII-only.
 #pragma once
 
 #include <map>

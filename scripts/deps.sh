@@ -13,6 +13,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin                # distributed runner
   espeak-ng sox                             # synthesized speech in tests
   zlib1g-dev                                # compression ratio (Whisper temperature fallback)
+  libutf8proc-dev                           # Unicode: NFD/NFKC, categories, case (tokenizers, WER)
 )
 
 missing=()

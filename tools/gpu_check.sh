@@ -50,6 +50,9 @@ command -v ninja >/dev/null 2>&1 && [ ! -f "$BUILD/Makefile" ] && args+=(-G Ninj
 # zlib headers are rarely on a bare GPU host; use the carried copy unless the host has its own.
 [ ! -f /usr/include/zlib.h ] && [ -f .gpu/zlib/zlib.h ] && \
   args+=(-DZLIB_INCLUDE_DIR="$ROOT/.gpu/zlib" -DZLIB_LIBRARY="$ROOT/.gpu/zlib/libz.a")
+# utf8proc likewise (the tokenizers need it; flurry_io refuses to build without it).
+[ ! -f /usr/include/utf8proc.h ] && [ -f .gpu/utf8proc/utf8proc.h ] && \
+  args+=(-DFLURRY_UTF8PROC_ROOT="$ROOT/.gpu/utf8proc")
 # shellcheck disable=SC2206
 [ -n "${CMAKE_ARGS:-}" ] && args+=(${CMAKE_ARGS})
 if ! cmake "${args[@]}" >"$BUILD.configure.log" 2>&1; then

@@ -6,6 +6,7 @@
 #   .gpu/include/nlohmann   <- /usr/include/nlohmann   (nlohmann-json3-dev)
 #   .gpu/googletest         <- /usr/src/googletest     (googletest)
 #   .gpu/zlib               <- zlib.h, zconf.h, libz.a  (zlib1g-dev; Whisper's decoding uses zlib)
+#   .gpu/utf8proc           <- utf8proc.h, libutf8proc.a (libutf8proc-dev; the tokenizers' Unicode)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JSON_SRC=${JSON_SRC:-/usr/include/nlohmann}
@@ -22,4 +23,6 @@ cp -rL "$JSON_SRC" .gpu/include/nlohmann
 cp -rL "$GTEST_SRC" .gpu/googletest
 mkdir -p .gpu/zlib
 cp /usr/include/zlib.h /usr/include/zconf.h /usr/lib/x86_64-linux-gnu/libz.a .gpu/zlib/
-echo "gpu_prepare: .gpu/ ready ($(du -sh .gpu | cut -f1)): include/nlohmann, googletest, zlib"
+mkdir -p .gpu/utf8proc
+cp /usr/include/utf8proc.h /usr/lib/x86_64-linux-gnu/libutf8proc.a .gpu/utf8proc/
+echo "gpu_prepare: .gpu/ ready ($(du -sh .gpu | cut -f1)): include/nlohmann, googletest, zlib, utf8proc"

@@ -11,7 +11,7 @@
 
 #include "io/bpe_tokenizer.h"
 #include "io/json_file.h"
-#include "io/unicode_tables.h"
+#include "io/unicode.h"
 #include "runtime/check.h"
 #include "tests/common/test_util.h"
 
