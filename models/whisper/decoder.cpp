@@ -13,65 +13,28 @@
 namespace flurry::whisper {
 namespace {
 
-// hidden[n_new] += out_proj(causal attention of LN(hidden) over cache positions [0, n_past+n_new)).
-// The new keys/values are appended to the layer's cache first.
-void decoder_self_attention(const DecoderLayerW& l, size_t layer, const WhisperConfig& c,
-                            WhisperState& st, int64_t n_new) {
-  const int64_t d = st.d_model;
-  float* h = st.scratch->hidden.data();
-  layernorm_cpu(h, nullptr, nullptr, l.self_ln.gamma.data(), l.self_ln.beta.data(), st.scratch->normed.data(),
-                n_new, d, c.layer_norm_eps);
-  apply_linear(l.self_qkv, st.scratch->normed.data(), st.scratch->qkv.data(), n_new);
-  float* kc = st.self_k[layer].data();
-  float* vc = st.self_v[layer].data();
-  for (int64_t i = 0; i < n_new; ++i) {
-    const float* row = st.scratch->qkv.data() + i * 3 * d;
-    std::memcpy(kc + (st.n_past + i) * d, row + d, sizeof(float) * static_cast<size_t>(d));
-    std::memcpy(vc + (st.n_past + i) * d, row + 2 * d, sizeof(float) * static_cast<size_t>(d));
-  }
-  AttentionArgs a;
-  a.q = st.scratch->qkv.data();
-  a.q_ld = 3 * d;
-  a.k = kc;
-  a.v = vc;
-  a.k_ld = a.v_ld = d;
-  a.out = st.scratch->attn.data();
-  a.out_ld = d;
-  a.heads = c.decoder_attention_heads;
-  a.head_dim = c.decoder_head_dim();
-  a.q_len = n_new;
-  a.kv_len = st.n_past + n_new;
-  a.causal = true;
-  a.scale = 1.0f;  // folded into q at load time
-  attention_cpu(a, st.scratch->scores.data());
-  apply_linear(l.self_out, st.scratch->attn.data(), st.scratch->proj.data(), n_new);
-  add_cpu(h, st.scratch->proj.data(), h, n_new * d);
+// Causal self-attention over the layer's cache: the new rows' keys and values (columns d and 2d of
+// the fused projection) are appended at positions n_past .. n_past+n_new-1 first.
+models::KeyValueSource cached_self_kv(WhisperState& st, size_t layer, int64_t n_new) {
+  return [&st, layer, n_new](const float* qkv, int64_t ld) {
+    const int64_t d = st.d_model;
+    float* kc = st.self_k[layer].data();
+    float* vc = st.self_v[layer].data();
+    for (int64_t i = 0; i < n_new; ++i) {
+      const float* row = qkv + i * ld;
+      std::memcpy(kc + (st.n_past + i) * d, row + d, sizeof(float) * static_cast<size_t>(d));
+      std::memcpy(vc + (st.n_past + i) * d, row + 2 * d, sizeof(float) * static_cast<size_t>(d));
+    }
+    return models::KeyValues{kc, vc, d, st.n_past + n_new};
+  };
 }
 
-// hidden[n_new] += out_proj(attention of LN(hidden) over the window's cross K/V).
-void decoder_cross_attention(const DecoderLayerW& l, size_t layer, const WhisperConfig& c,
-                             WhisperState& st, int64_t n_new) {
-  const int64_t d = st.d_model;
-  float* h = st.scratch->hidden.data();
-  layernorm_cpu(h, nullptr, nullptr, l.cross_ln.gamma.data(), l.cross_ln.beta.data(), st.scratch->normed.data(),
-                n_new, d, c.layer_norm_eps);
-  apply_linear(l.cross_q, st.scratch->normed.data(), st.scratch->qkv.data(), n_new);
-  AttentionArgs a;
-  a.q = st.scratch->qkv.data();
-  a.q_ld = d;
-  a.k = st.enc->cross_kv[layer].data();
-  a.v = st.enc->cross_kv[layer].data() + d;
-  a.k_ld = a.v_ld = 2 * d;
-  a.out = st.scratch->attn.data();
-  a.out_ld = d;
-  a.heads = c.decoder_attention_heads;
-  a.head_dim = c.decoder_head_dim();
-  a.q_len = n_new;
-  a.kv_len = st.n_ctx;
-  a.scale = 1.0f;
-  attention_cpu(a, st.scratch->scores.data());
-  apply_linear(l.cross_out, st.scratch->attn.data(), st.scratch->proj.data(), n_new);
-  add_cpu(h, st.scratch->proj.data(), h, n_new * d);
+// Cross-attention over the window's K/V ([n_ctx, 2d]: k | v per row), computed once by encode().
+models::KeyValueSource cross_kv(const WhisperState& st, size_t layer) {
+  const float* kv = st.enc->cross_kv[layer].data();
+  return [kv, &st](const float*, int64_t) {
+    return models::KeyValues{kv, kv + st.d_model, 2 * st.d_model, st.n_ctx};
+  };
 }
 
 // Runs n_new tokens through the decoder layers; leaves the pre-final-LN rows in st.scratch->hidden and
@@ -90,11 +53,15 @@ void run_layers(const WhisperModel& m, WhisperState& st, const int32_t* tokens, 
   float* h = st.scratch->hidden.data();
   embedding_cpu(m.embed_tokens.data(), c.vocab_size, d, tokens, n_new, h);
   add_cpu(h, m.dec_positions.data() + st.n_past * d, h, n_new * d);
+  const models::CpuContext ctx = cpu_context(st, c.layer_norm_eps);
+  const int64_t heads = c.decoder_attention_heads, hd = c.decoder_head_dim();
   for (size_t i = 0; i < m.dec_layers.size(); ++i) {
     const DecoderLayerW& l = m.dec_layers[i];
-    decoder_self_attention(l, i, c, st, n_new);
-    decoder_cross_attention(l, i, c, st, n_new);
-    ffn_sublayer(l.ffn_ln, l.fc1, l.fc2, c.layer_norm_eps, h, n_new, d, st);
+    models::attention_block({&l.self_ln, &l.self_qkv, &l.self_out}, attention_options(heads, hd, true), h, n_new, d,
+                            cached_self_kv(st, i, n_new), ctx);
+    models::attention_block({&l.cross_ln, &l.cross_q, &l.cross_out}, attention_options(heads, hd, false), h, n_new,
+                            d, cross_kv(st, i), ctx);
+    models::ffn_block(l.ffn_ln, l.fc1, l.fc2, models::NormPlacement::Pre, h, n_new, d, ctx);
   }
   st.n_past += n_new;
   st.decode_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -105,8 +72,8 @@ void run_layers(const WhisperModel& m, WhisperState& st, const int32_t* tokens, 
 void project_logits(const WhisperModel& m, WhisperState& st, int64_t first, int64_t rows, float* logits) {
   const WhisperConfig& c = m.config();
   const int64_t d = st.d_model;
-  layernorm_cpu(st.scratch->hidden.data() + first * d, nullptr, nullptr, m.dec_ln.gamma.data(), m.dec_ln.beta.data(),
-                st.scratch->normed.data(), rows, d, c.layer_norm_eps);
+  models::layernorm(m.dec_ln, st.scratch->hidden.data() + first * d, st.scratch->normed.data(), rows, d,
+                    c.layer_norm_eps);
   linear_cpu(st.scratch->normed.data(), m.output_projection(), nullptr, logits, rows, d, c.vocab_size);
 }
 

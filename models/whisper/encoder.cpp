@@ -15,33 +15,10 @@ namespace flurry::whisper {
 
 namespace {
 
-// hidden += out_proj(attention(LN(hidden))) over all n_ctx frames (no mask: every window is full).
-void encoder_self_attention(const EncoderLayerW& l, const WhisperConfig& c, WhisperState& st) {
-  const int64_t n = st.n_ctx, d = st.d_model;
-  float* h = st.scratch->hidden.data();
-  layernorm_cpu(h, nullptr, nullptr, l.attn_ln.gamma.data(), l.attn_ln.beta.data(), st.scratch->normed.data(), n,
-                d, c.layer_norm_eps);
-  apply_linear(l.qkv, st.scratch->normed.data(), st.scratch->qkv.data(), n);
-  AttentionArgs a;
-  a.q = st.scratch->qkv.data();
-  a.k = st.scratch->qkv.data() + d;
-  a.v = st.scratch->qkv.data() + 2 * d;
-  a.q_ld = a.k_ld = a.v_ld = 3 * d;
-  a.out = st.scratch->attn.data();
-  a.out_ld = d;
-  a.heads = c.encoder_attention_heads;
-  a.head_dim = c.encoder_head_dim();
-  a.q_len = a.kv_len = n;
-  a.scale = 1.0f;  // folded into the q rows of the fused QKV at load time
-  attention_cpu(a, st.scratch->scores.data());
-  apply_linear(l.attn_out, st.scratch->attn.data(), st.scratch->proj.data(), n);
-  add_cpu(h, st.scratch->proj.data(), h, n * d);
-}
-
 // Cross-attention keys and values of every decoder layer, from the final encoder output.
 void compute_cross_kv(const WhisperModel& m, WhisperState& st) {
   for (size_t i = 0; i < m.dec_layers.size(); ++i) {
-    apply_linear(m.dec_layers[i].cross_kv, st.enc->encoder_out.data(), st.enc->cross_kv[i].data(), st.n_ctx);
+    models::linear(m.dec_layers[i].cross_kv, st.enc->encoder_out.data(), st.enc->cross_kv[i].data(), st.n_ctx);
   }
 }
 
@@ -75,12 +52,14 @@ const float* encode(const WhisperModel& m, WhisperState& st, const float* mel) {
   gelu_erf_inplace(h, n * d);
   add_cpu(h, m.enc_positions.data(), h, n * d);
 
+  // Pre-LN layers; self-attention over all n_ctx frames (no mask: every window is full).
+  const models::CpuContext ctx = cpu_context(st, c.layer_norm_eps);
+  const models::AttentionOptions attn = attention_options(c.encoder_attention_heads, c.encoder_head_dim(), false);
   for (const EncoderLayerW& l : m.enc_layers) {
-    encoder_self_attention(l, c, st);
-    ffn_sublayer(l.ffn_ln, l.fc1, l.fc2, c.layer_norm_eps, h, n, d, st);
+    models::attention_block({&l.attn_ln, &l.qkv, &l.attn_out}, attn, h, n, d, models::self_attention_kv(d, n), ctx);
+    models::ffn_block(l.ffn_ln, l.fc1, l.fc2, models::NormPlacement::Pre, h, n, d, ctx);
   }
-  layernorm_cpu(h, nullptr, nullptr, m.enc_ln.gamma.data(), m.enc_ln.beta.data(), st.enc->encoder_out.data(),
-                n, d, c.layer_norm_eps);
+  models::layernorm(m.enc_ln, h, st.enc->encoder_out.data(), n, d, c.layer_norm_eps);
 
   compute_cross_kv(m, st);
   st.encoded = true;

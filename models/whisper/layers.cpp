@@ -1,26 +1,29 @@
-// Pre-LN transformer pieces shared by Whisper's encoder and decoder.
+// Whisper's use of the shared CPU blocks.
 #include "models/whisper/layers.h"
-
-#include "runtime/check.h"
-#include "runtime/ref/ops.h"
 
 namespace flurry::whisper {
 
-void apply_linear(const LinearW& l, const float* x, float* y, int64_t rows, Epilogue act) {
-  if (l.b.empty()) {
-    FLURRY_CHECK(act == Epilogue::None || act == Epilogue::Bias, "whisper: activation on a bias-free linear");
-    linear_cpu(x, l.w.data(), nullptr, y, rows, l.in, l.out, Epilogue::None);
-  } else {
-    linear_cpu(x, l.w.data(), l.b.data(), y, rows, l.in, l.out, act);
-  }
+models::CpuContext cpu_context(WhisperState& st, float eps) {
+  WhisperScratch& s = *st.scratch;
+  models::CpuContext ctx;
+  ctx.eps = eps;
+  ctx.normed = s.normed.data();
+  ctx.qkv = s.qkv.data();
+  ctx.attn = s.attn.data();
+  ctx.proj = s.proj.data();
+  ctx.ffn = s.ffn.data();
+  ctx.scores = s.scores.data();
+  return ctx;
 }
 
-void ffn_sublayer(const LayerNormW& ln, const LinearW& fc1, const LinearW& fc2, float eps,
-                  float* hidden, int64_t rows, int64_t d, WhisperState& st) {
-  layernorm_cpu(hidden, nullptr, nullptr, ln.gamma.data(), ln.beta.data(), st.scratch->normed.data(), rows, d, eps);
-  apply_linear(fc1, st.scratch->normed.data(), st.scratch->ffn.data(), rows, Epilogue::BiasGeluErf);
-  apply_linear(fc2, st.scratch->ffn.data(), st.scratch->proj.data(), rows);
-  add_cpu(hidden, st.scratch->proj.data(), hidden, rows * d);
+models::AttentionOptions attention_options(int64_t heads, int64_t head_dim, bool causal) {
+  models::AttentionOptions o;
+  o.norm = models::NormPlacement::Pre;
+  o.heads = heads;
+  o.head_dim = head_dim;
+  o.scale = 1.0f;  // folded into the q rows of the fused projection (models/whisper/weights.h)
+  o.causal = causal;
+  return o;
 }
 
 }  // namespace flurry::whisper

@@ -1,19 +1,16 @@
-// The pieces of a pre-LN transformer layer shared by Whisper's encoder and decoder (internal).
+// Whisper's use of the shared CPU blocks (models/common/layers.h): the context over a state's
+// scratch, and the pre-LN attention options of its encoder and decoder (internal).
 #pragma once
 
-#include <cstdint>
-
+#include "models/common/layers.h"
 #include "models/whisper/model.h"
-#include "runtime/gemm.h"
 
 namespace flurry::whisper {
 
-// y[rows, l.out] = x[rows, l.in] W^T (+ b, then the epilogue's activation).
-void apply_linear(const LinearW& l, const float* x, float* y, int64_t rows,
-                  Epilogue act = Epilogue::Bias);
+// The blocks' scratch: the state's buffers (sized for max(n_ctx, max_tokens) rows).
+models::CpuContext cpu_context(WhisperState& st, float eps);
 
-// hidden += fc2(gelu(fc1(LN(hidden)))) for `rows` rows of width d. Scratch from the state.
-void ffn_sublayer(const LayerNormW& ln, const LinearW& fc1, const LinearW& fc2, float eps,
-                  float* hidden, int64_t rows, int64_t d, WhisperState& st);
+// Pre-LN, `heads` heads of head_dim, the query scale folded into the weights at load time.
+models::AttentionOptions attention_options(int64_t heads, int64_t head_dim, bool causal);
 
 }  // namespace flurry::whisper

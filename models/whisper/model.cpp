@@ -1,10 +1,12 @@
-// Loading a Whisper checkpoint into fp32 and sizing the per-request state.
+// Loading a Whisper checkpoint into fp32 through Whisper's weight table, and sizing the per-request
+// state.
 #include "models/whisper/model.h"
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 
+#include "models/whisper/weights.h"
 #include "runtime/check.h"
 #include "runtime/log.h"
 #include "runtime/ref/ops.h"
@@ -12,113 +14,34 @@
 namespace flurry::whisper {
 namespace {
 
-// Reads tensors by their HF name below a prefix, checking each shape before converting to fp32.
-class Binder {
- public:
-  Binder(const Checkpoint& ck, std::string prefix) : ck_(ck), prefix_(std::move(prefix)) {}
+using models::WeightTable;
 
-  std::vector<float> get(const std::string& name, const std::vector<int64_t>& shape) const {
-    ck_.get(prefix_ + name, shape);  // throws naming the tensor and both shapes
-    return ck_.to_f32(prefix_ + name);
-  }
-  bool has(const std::string& name) const { return ck_.has(prefix_ + name); }
-
-  LinearW linear(const std::string& name, int64_t in, int64_t out, bool bias = true) const {
-    LinearW l;
-    l.in = in;
-    l.out = out;
-    l.w = get(name + ".weight", {out, in});
-    if (bias) l.b = get(name + ".bias", {out});
-    return l;
-  }
-  LayerNormW layernorm(const std::string& name, int64_t d) const {
-    return LayerNormW{get(name + ".weight", {d}), get(name + ".bias", {d})};
-  }
-  LinearW conv(const std::string& name, int64_t c_in, int64_t c_out) const {
-    LinearW l;
-    l.in = c_in * 3;
-    l.out = c_out;
-    l.w = get(name + ".weight", {c_out, c_in, 3});
-    l.b = get(name + ".bias", {c_out});
-    return l;
-  }
-
- private:
-  const Checkpoint& ck_;
-  std::string prefix_;
-};
-
-// Stacks linear layers along the output dimension into one; a layer without bias contributes zeros.
-// `scale[i]` multiplies part i (weights and bias): used to fold HF's query scaling into q_proj.
-LinearW fuse(const std::vector<const LinearW*>& parts, const std::vector<float>& scale) {
-  LinearW f;
-  f.in = parts.front()->in;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const LinearW& p = *parts[i];
-    const float s = scale[i];
-    for (float v : p.w) f.w.push_back(v * s);
-    if (p.b.empty()) {
-      f.b.insert(f.b.end(), static_cast<size_t>(p.out), 0.0f);
-    } else {
-      for (float v : p.b) f.b.push_back(v * s);
-    }
-    f.out += p.out;
-  }
-  return f;
-}
-
-EncoderLayerW bind_encoder_layer(const Binder& b, const WhisperConfig& c, int64_t i) {
-  const std::string p = "encoder.layers." + std::to_string(i) + ".";
-  const int64_t d = c.d_model;
-  const float qs = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.encoder_head_dim())));
+EncoderLayerW bind_encoder_layer(const WeightTable& t, const Checkpoint& ck, int64_t i) {
+  const std::string k = encoder_layer_key(i);
   EncoderLayerW l;
-  l.attn_ln = b.layernorm(p + "self_attn_layer_norm", d);
-  const LinearW q = b.linear(p + "self_attn.q_proj", d, d);
-  const LinearW k = b.linear(p + "self_attn.k_proj", d, d, /*bias=*/false);
-  const LinearW v = b.linear(p + "self_attn.v_proj", d, d);
-  l.qkv = fuse({&q, &k, &v}, {qs, 1.0f, 1.0f});
-  l.attn_out = b.linear(p + "self_attn.out_proj", d, d);
-  l.ffn_ln = b.layernorm(p + "final_layer_norm", d);
-  l.fc1 = b.linear(p + "fc1", d, c.encoder_ffn_dim);
-  l.fc2 = b.linear(p + "fc2", c.encoder_ffn_dim, d);
+  l.attn_ln = models::bind_layernorm(t, ck, k + "self_attn_layer_norm");
+  l.qkv = models::bind_linear(t, ck, k + "self_attn.qkv");
+  l.attn_out = models::bind_linear(t, ck, k + "self_attn.out_proj");
+  l.ffn_ln = models::bind_layernorm(t, ck, k + "final_layer_norm");
+  l.fc1 = models::bind_linear(t, ck, k + "fc1");
+  l.fc2 = models::bind_linear(t, ck, k + "fc2");
   return l;
 }
 
-DecoderLayerW bind_decoder_layer(const Binder& b, const WhisperConfig& c, int64_t i) {
-  const std::string p = "decoder.layers." + std::to_string(i) + ".";
-  const int64_t d = c.d_model;
-  const float qs = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.decoder_head_dim())));
+DecoderLayerW bind_decoder_layer(const WeightTable& t, const Checkpoint& ck, int64_t i) {
+  const std::string k = decoder_layer_key(i);
   DecoderLayerW l;
-  l.self_ln = b.layernorm(p + "self_attn_layer_norm", d);
-  {
-    const LinearW q = b.linear(p + "self_attn.q_proj", d, d);
-    const LinearW k = b.linear(p + "self_attn.k_proj", d, d, /*bias=*/false);
-    const LinearW v = b.linear(p + "self_attn.v_proj", d, d);
-    l.self_qkv = fuse({&q, &k, &v}, {qs, 1.0f, 1.0f});
-  }
-  l.self_out = b.linear(p + "self_attn.out_proj", d, d);
-  l.cross_ln = b.layernorm(p + "encoder_attn_layer_norm", d);
-  {
-    const LinearW q = b.linear(p + "encoder_attn.q_proj", d, d);
-    l.cross_q = fuse({&q}, {qs});
-    const LinearW k = b.linear(p + "encoder_attn.k_proj", d, d, /*bias=*/false);
-    const LinearW v = b.linear(p + "encoder_attn.v_proj", d, d);
-    l.cross_kv = fuse({&k, &v}, {1.0f, 1.0f});
-  }
-  l.cross_out = b.linear(p + "encoder_attn.out_proj", d, d);
-  l.ffn_ln = b.layernorm(p + "final_layer_norm", d);
-  l.fc1 = b.linear(p + "fc1", d, c.decoder_ffn_dim);
-  l.fc2 = b.linear(p + "fc2", c.decoder_ffn_dim, d);
+  l.self_ln = models::bind_layernorm(t, ck, k + "self_attn_layer_norm");
+  l.self_qkv = models::bind_linear(t, ck, k + "self_attn.qkv");
+  l.self_out = models::bind_linear(t, ck, k + "self_attn.out_proj");
+  l.cross_ln = models::bind_layernorm(t, ck, k + "encoder_attn_layer_norm");
+  l.cross_q = models::bind_linear(t, ck, k + "encoder_attn.q");
+  l.cross_kv = models::bind_linear(t, ck, k + "encoder_attn.kv");
+  l.cross_out = models::bind_linear(t, ck, k + "encoder_attn.out_proj");
+  l.ffn_ln = models::bind_layernorm(t, ck, k + "final_layer_norm");
+  l.fc1 = models::bind_linear(t, ck, k + "fc1");
+  l.fc2 = models::bind_linear(t, ck, k + "fc2");
   return l;
-}
-
-// HF WhisperForConditionalGeneration checkpoints name tensors "model.encoder...", a bare WhisperModel
-// "encoder...". Either is accepted.
-std::string detect_prefix(const Checkpoint& ck) {
-  if (ck.has("model.encoder.conv1.weight")) return "model.";
-  if (ck.has("encoder.conv1.weight")) return "";
-  FLURRY_FAIL(ck.dir() << ": not a Whisper checkpoint: no tensor 'model.encoder.conv1.weight' "
-                          "(nor 'encoder.conv1.weight')");
 }
 
 }  // namespace
@@ -132,38 +55,25 @@ std::shared_ptr<const WhisperModel> WhisperModel::load(const std::string& dir) {
 
 std::shared_ptr<const WhisperModel> WhisperModel::from_checkpoint(const WhisperConfig& c,
                                                                   const Checkpoint& ck) {
-  c.validate(ck.dir() + "/config.json");
-  const std::string prefix = detect_prefix(ck);
-  const Binder b(ck, prefix);
+  // Every check (config, prefix, each tensor's presence, shape and dtype, extra layers) happens
+  // before anything is converted.
+  const WeightTable t = checked_whisper_table(c, ck);
   const int64_t d = c.d_model;
   std::shared_ptr<WhisperModel> m(new WhisperModel());
   m->config_ = c;
+  m->checkpoint_dir_ = ck.dir();
 
-  m->conv1 = b.conv("encoder.conv1", c.num_mel_bins, d);
-  m->conv2 = b.conv("encoder.conv2", d, d);
-  m->enc_positions = b.get("encoder.embed_positions.weight", {c.max_source_positions, d});
-  for (int64_t i = 0; i < c.encoder_layers; ++i) m->enc_layers.push_back(bind_encoder_layer(b, c, i));
-  m->enc_ln = b.layernorm("encoder.layer_norm", d);
+  m->conv1 = models::bind_linear(t, ck, "encoder.conv1");  // [d, n_mels * 3]
+  m->conv2 = models::bind_linear(t, ck, "encoder.conv2");
+  m->enc_positions = models::bind_f32(t, ck, "encoder.embed_positions.weight");
+  for (int64_t i = 0; i < c.encoder_layers; ++i) m->enc_layers.push_back(bind_encoder_layer(t, ck, i));
+  m->enc_ln = models::bind_layernorm(t, ck, "encoder.layer_norm");
 
-  m->embed_tokens = b.get("decoder.embed_tokens.weight", {c.vocab_size, d});
-  m->dec_positions = b.get("decoder.embed_positions.weight", {c.max_target_positions, d});
-  for (int64_t i = 0; i < c.decoder_layers; ++i) m->dec_layers.push_back(bind_decoder_layer(b, c, i));
-  m->dec_ln = b.layernorm("decoder.layer_norm", d);
-
-  // proj_out is tied to embed_tokens in every released Whisper (and usually not stored); an untied
-  // checkpoint must carry its own.
-  if (!c.tie_word_embeddings) {
-    ck.get("proj_out.weight", {c.vocab_size, d});
-    m->proj_out = ck.to_f32("proj_out.weight");
-  }
-  // A layer beyond the configured count means config and weights disagree: refuse rather than run a
-  // truncated model.
-  const std::string extra_enc = "encoder.layers." + std::to_string(c.encoder_layers) + ".fc1.weight";
-  const std::string extra_dec = "decoder.layers." + std::to_string(c.decoder_layers) + ".fc1.weight";
-  if (b.has(extra_enc) || b.has(extra_dec)) {
-    FLURRY_FAIL(ck.dir() << ": checkpoint has more layers than config.json says (found '" << prefix
-                         << (b.has(extra_enc) ? extra_enc : extra_dec) << "')");
-  }
+  m->embed_tokens = models::bind_f32(t, ck, "decoder.embed_tokens.weight");
+  m->dec_positions = models::bind_f32(t, ck, "decoder.embed_positions.weight");
+  for (int64_t i = 0; i < c.decoder_layers; ++i) m->dec_layers.push_back(bind_decoder_layer(t, ck, i));
+  m->dec_ln = models::bind_layernorm(t, ck, "decoder.layer_norm");
+  if (t.has("proj_out.weight")) m->proj_out = models::bind_f32(t, ck, "proj_out.weight");
   LOG_DEBUG("whisper: loaded d_model=" << d << " enc_layers=" << c.encoder_layers
                                        << " dec_layers=" << c.decoder_layers << " vocab=" << c.vocab_size
                                        << " from " << ck.dir());

@@ -17,24 +17,22 @@
 #include <vector>
 
 #include "io/safetensors.h"
+#include "models/common/weight_table.h"
 #include "models/whisper/config.h"
 
 namespace flurry::whisper {
 
-// nn.Linear: w [out, in] row-major, b [out] (empty when the layer has no bias).
-struct LinearW {
-  std::vector<float> w, b;
-  int64_t in = 0, out = 0;
-};
-struct LayerNormW {
-  std::vector<float> gamma, beta;
-};
+// nn.Linear: w [out, in] row-major, b [out] (empty when the layer has no bias); shared with every
+// model (models/common/weight_table.h).
+using models::LayerNormW;
+using models::LinearW;
 
-// Attention projections are fused at load time: self-attention's q, k, v into one [3d, d] matrix,
-// cross-attention's k, v into one [2d, d] matrix (q stays apart: it reads the decoder stream, k and
-// v read the encoder output). The query rows and bias carry HF's head_dim^-0.5 scale already, so
-// attention runs with scale 1; for head_dim 64 (every released Whisper) the scale is a power of two
-// and the folding is exact. k_proj has no bias in Whisper; its part of the fused bias is zero.
+// Attention projections are fused at load time as Whisper's weight table says (models/whisper/weights.h):
+// self-attention's q, k, v into one [3d, d] matrix, cross-attention's k, v into one [2d, d] matrix
+// (q stays apart: it reads the decoder stream, k and v read the encoder output). The query rows and
+// bias carry HF's head_dim^-0.5 scale already, so attention runs with scale 1; for head_dim 64 (every
+// released Whisper) the scale is a power of two and the folding is exact. k_proj has no bias in
+// Whisper; its part of the fused bias is zero.
 struct EncoderLayerW {
   LayerNormW attn_ln;
   LinearW qkv, attn_out;
@@ -59,6 +57,9 @@ class WhisperModel {
                                                              const Checkpoint& ck);
 
   const WhisperConfig& config() const { return config_; }
+  // The folder the weights were read from; the GPU upload reads the checkpoint again from there
+  // (straight from the mapping, not from these fp32 copies).
+  const std::string& checkpoint_dir() const { return checkpoint_dir_; }
 
   // Encoder: conv1 [d, n_mels, 3], conv2 [d, d, 3], positions [max_source_positions, d].
   LinearW conv1, conv2;  // w kept in PyTorch's [c_out, c_in, 3] order, i.e. [c_out, c_in*3]
@@ -79,6 +80,7 @@ class WhisperModel {
  private:
   WhisperModel() = default;
   WhisperConfig config_;
+  std::string checkpoint_dir_;
 };
 
 // One window's encoder result, read by every sequence that decodes the window.

@@ -5,7 +5,8 @@
 //
 // Shapes: "small" (d 128, 2 heads of 64, 2+2 layers) runs fast; "large-v3" is large-v3's layer
 // shape (d 1280, 20 heads, ffn 5120, 128 mels, vocab 51866) with 2+2 layers. Random weights
-// (seeded; FLURRY_SEED repeats a run) go through the CPU loader, so both backends bind them alike.
+// (seeded; FLURRY_SEED repeats a run) are written from Whisper's weight table; the CPU loader and the
+// GPU upload (from the mapped checkpoint) both bind them through that table, so both backends agree.
 // The tiny golden checkpoint (head_dim 8) cannot run here: the attention kernels are built for
 // head_dim 64 only, and the refusal is what the first test checks.
 #include <gtest/gtest.h>
@@ -14,9 +15,11 @@
 #include <cmath>
 #include <cstdio>
 
+#include "models/common/gpu/weight_upload.h"
 #include "models/whisper/app/cpu_decoder.h"
 #include "models/whisper/gpu/gpu_decoder_model.h"
 #include "models/whisper/gpu/whisper_gpu.h"
+#include "models/whisper/weights.h"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
 #include "tests/common/test_util.h"
@@ -55,6 +58,36 @@ std::vector<float> download(const void* p, size_t n, DType t) {
 }
 
 void poison_device(void* p, size_t bytes) { CUDA_CHECK(cudaMemset(p, 0xFF, bytes)); }
+
+// Every weight on the device equals, bit for bit, the table's host conversion of the mapped
+// checkpoint (read_group, which the CPU binding shares): through a tiny staging buffer, so each group
+// crosses many chunks and both buffers take turns, and through WhisperGpu's own upload.
+TEST(WhisperGpuWeights, DeviceCopiesEqualTheTable) {
+  FLURRY_REQUIRE_GPU();
+  const auto cpu = test_gpu::random_whisper({"upload", 128, 2, 512, 1, 2}, test::test_seed());
+  const Checkpoint ck = Checkpoint::open(cpu->checkpoint_dir());
+  const models::WeightTable t = checked_whisper_table(cpu->config(), ck);
+  for (DType dt : {DType::F16, DType::BF16}) {
+    Arena arena(models::table_bytes(t, dt, Arena::kDefaultAlign), Where::Device, "upload test");
+    Stream stream;
+    const models::DeviceWeights w = models::upload_weights(t, ck, dt, arena, stream, 4096 + 6);
+    for (const models::WeightGroup& g : t.groups()) {
+      const size_t bytes = static_cast<size_t>(g.numel()) * dtype_size(dt);
+      std::vector<uint8_t> want(bytes), got(bytes, 0xAB);
+      models::read_group(t, ck, g, 0, g.numel(), dt, want.data());
+      CUDA_CHECK(cudaMemcpy(got.data(), w.get(g.key), bytes, cudaMemcpyDeviceToHost));
+      ASSERT_TRUE(got == want) << g.key << " " << dtype_name(dt);
+    }
+  }
+  auto gpu = WhisperGpu::create(*cpu, WhisperGpuOptions{});
+  const models::WeightGroup& qkv = t.group("decoder.layers.1.self_attn.qkv.weight");
+  std::vector<uint16_t> want(static_cast<size_t>(qkv.numel())), got(want.size());
+  models::read_group(t, ck, qkv, 0, qkv.numel(), DType::F16, want.data());
+  CUDA_CHECK(cudaMemcpy(got.data(), gpu->model->dec_layers[1].self_qkv.w, got.size() * 2, cudaMemcpyDeviceToHost));
+  EXPECT_TRUE(got == want);
+  EXPECT_EQ(gpu->model->proj_out, gpu->model->embed_tokens);  // tied
+  EXPECT_EQ(gpu->model->dec_layers[1].cross_kv.out, 2 * cpu->config().d_model);
+}
 
 class WhisperGpuParity : public ::testing::TestWithParam<RandomShape> {
  protected:

@@ -332,8 +332,7 @@ void run_chunk(WhisperGpu& g, const std::vector<GpuSeq>& seqs, const Chunk& ch, 
     cross_attention(g, li, seqs, ch);
     linear(g, l.cross_out, s.dec_attn, s.dec_proj, ch.rows);
     residual_layernorm(g, s.dec_h, s.dec_proj, l.ffn_ln, s.dec_normed, ch.rows);
-    linear(g, l.fc1, s.dec_normed, s.dec_ffn, ch.rows, Epilogue::BiasGeluErf);
-    linear(g, l.fc2, s.dec_ffn, s.dec_proj, ch.rows);
+    gpu_detail::ffn(g, l.fc1, l.fc2, s.dec_normed, s.dec_ffn, s.dec_proj, ch.rows);
     pending = s.dec_proj;
   }
   residual_layernorm(g, s.dec_h, pending, m.dec_ln, s.dec_normed, ch.rows);

@@ -19,41 +19,16 @@ namespace flurry::whisper {
 
 namespace gpu_detail {
 
-void linear(WhisperGpu& g, const GpuLinear& l, const void* x, void* y, int64_t rows, Epilogue e) {
-  if (rows == 0) return;
-  GemmArgs a;
-  a.m = rows;
-  a.n = l.out;
-  a.k = l.in;
-  a.trans_b = true;
-  a.a = x;
-  a.lda = l.in;
-  a.b = l.w;
-  a.ldb = l.in;
-  a.c = y;
-  a.ldc = l.out;
-  a.ab_type = a.c_type = g.model->dtype();
-  a.bias = l.b;
-  a.epilogue = l.b != nullptr ? e : Epilogue::None;
-  FLURRY_CHECK(l.b != nullptr || e == Epilogue::Bias || e == Epilogue::None,
-               "whisper gpu: activation on a bias-free linear");
-  gemm_gpu(*g.lt, a, g.state->gemm_ws, g.state->gemm_ws_bytes, *g.stream);
-}
-
-void residual_layernorm(WhisperGpu& g, void* x, const void* add, const GpuLayerNorm& ln, void* y, int64_t rows) {
-  if (rows == 0) return;
-  LayerNormArgs a;
-  a.x = x;
-  a.add = add;
-  a.sum_out = add != nullptr ? x : nullptr;
-  a.gamma = ln.gamma;
-  a.beta = ln.beta;
-  a.y = y;
-  a.type = g.model->dtype();
-  a.rows = rows;
-  a.dim = g.model->config().d_model;
-  a.eps = g.model->config().layer_norm_eps;
-  layernorm(a, *g.stream);
+models::GpuContext gpu_context(WhisperGpu& g) {
+  models::GpuContext ctx;
+  ctx.lt = g.lt.get();
+  ctx.stream = *g.stream;
+  ctx.gemm_ws = g.state->gemm_ws;
+  ctx.gemm_ws_bytes = g.state->gemm_ws_bytes;
+  ctx.dtype = g.model->dtype();
+  ctx.d = g.model->config().d_model;
+  ctx.eps = g.model->config().layer_norm_eps;
+  return ctx;
 }
 
 }  // namespace gpu_detail
@@ -162,8 +137,7 @@ void encode_windows(WhisperGpu& g, int first_audio, int n) {
     residual_layernorm(g, s.enc_h, pending, l.attn_ln, s.enc_normed, rows);
     encoder_attention(g, l, n);
     residual_layernorm(g, s.enc_h, s.enc_proj, l.ffn_ln, s.enc_normed, rows);
-    linear(g, l.fc1, s.enc_normed, s.enc_ffn, rows, Epilogue::BiasGeluErf);
-    linear(g, l.fc2, s.enc_ffn, s.enc_proj, rows);
+    gpu_detail::ffn(g, l.fc1, l.fc2, s.enc_normed, s.enc_ffn, s.enc_proj, rows);
     pending = s.enc_proj;
   }
   residual_layernorm(g, s.enc_h, pending, m.enc_ln, s.enc_out, rows);

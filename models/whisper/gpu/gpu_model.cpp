@@ -1,89 +1,60 @@
-// WhisperGpuModel: the CPU model's fp32 weights converted to fp16/bf16 and copied into the arena.
+// WhisperGpuModel: Whisper's weight table uploaded from the mapped checkpoint into the arena, and the
+// device views of it the encoder and decoder read.
 #include <cuda_runtime.h>
 
-#include <vector>
+#include <string>
 
+#include "models/common/gpu/weight_upload.h"
 #include "models/whisper/gpu/whisper_gpu.h"
+#include "models/whisper/weights.h"
 #include "runtime/check.h"
-#include "runtime/cuda/cuda_check.h"
 
 namespace flurry::whisper {
 namespace {
 
-// One traversal serves both sizing and uploading: with no arena it only counts bytes.
-class WeightSink {
- public:
-  WeightSink(DType t, Arena* arena) : type_(t), arena_(arena) {}
+using models::DeviceWeights;
+using models::WeightTable;
 
-  const void* put(const std::vector<float>& v, const char* what) {
-    const size_t bytes = v.size() * dtype_size(type_);
-    bytes_ += (bytes + Arena::kDefaultAlign - 1) / Arena::kDefaultAlign * Arena::kDefaultAlign;
-    if (arena_ == nullptr || v.empty()) return nullptr;
-    void* dst = arena_->alloc(bytes, what);
-    staging_.resize(bytes);
-    convert_from_f32(v.data(), staging_.data(), v.size(), type_);
-    CUDA_CHECK(cudaMemcpy(dst, staging_.data(), bytes, cudaMemcpyHostToDevice));
-    return dst;
-  }
-  GpuLinear linear(const LinearW& l, const char* what) {
-    FLURRY_CHECK(static_cast<int64_t>(l.w.size()) == l.in * l.out, "whisper gpu: " << what << " has "
-                     << l.w.size() << " weights for [" << l.out << ", " << l.in << "]");
-    GpuLinear g;
-    g.in = l.in;
-    g.out = l.out;
-    g.w = put(l.w, what);
-    if (!l.b.empty()) g.b = put(l.b, what);
-    return g;
-  }
-  GpuLayerNorm layernorm(const LayerNormW& l, const char* what) {
-    return GpuLayerNorm{put(l.gamma, what), put(l.beta, what)};
-  }
-  size_t bytes() const { return bytes_; }
+// The device views of one table key: <key>.weight and, when the table has one, <key>.bias.
+GpuLinear linear(const WeightTable& t, const DeviceWeights& w, const std::string& key) {
+  const models::WeightGroup& g = t.group(key + ".weight");
+  GpuLinear l;
+  l.out = g.shape[0];
+  l.in = g.numel() / g.shape[0];
+  l.w = w.get(key + ".weight");
+  if (t.has(key + ".bias")) l.b = w.get(key + ".bias");
+  return l;
+}
+GpuLayerNorm layernorm(const DeviceWeights& w, const std::string& key) {
+  return GpuLayerNorm{w.get(key + ".weight"), w.get(key + ".bias")};
+}
 
- private:
-  DType type_;
-  Arena* arena_;
-  size_t bytes_ = 0;
-  std::vector<uint8_t> staging_;
-};
+GpuEncoderLayer encoder_layer(const WeightTable& t, const DeviceWeights& w, int64_t i) {
+  const std::string k = encoder_layer_key(i);
+  GpuEncoderLayer e;
+  e.attn_ln = layernorm(w, k + "self_attn_layer_norm");
+  e.qkv = linear(t, w, k + "self_attn.qkv");
+  e.attn_out = linear(t, w, k + "self_attn.out_proj");
+  e.ffn_ln = layernorm(w, k + "final_layer_norm");
+  e.fc1 = linear(t, w, k + "fc1");
+  e.fc2 = linear(t, w, k + "fc2");
+  return e;
+}
 
-void bind_all(const WhisperModel& m, WeightSink& s, WhisperGpuModel& g) {
-  g.conv1_w = s.put(m.conv1.w, "conv1.weight");
-  g.conv1_b = s.put(m.conv1.b, "conv1.bias");
-  g.conv2_w = s.put(m.conv2.w, "conv2.weight");
-  g.conv2_b = s.put(m.conv2.b, "conv2.bias");
-  g.enc_positions = s.put(m.enc_positions, "encoder positions");
-  g.enc_layers.clear();
-  for (const EncoderLayerW& l : m.enc_layers) {
-    GpuEncoderLayer e;
-    e.attn_ln = s.layernorm(l.attn_ln, "encoder self_attn_layer_norm");
-    e.qkv = s.linear(l.qkv, "encoder qkv");
-    e.attn_out = s.linear(l.attn_out, "encoder out_proj");
-    e.ffn_ln = s.layernorm(l.ffn_ln, "encoder final_layer_norm");
-    e.fc1 = s.linear(l.fc1, "encoder fc1");
-    e.fc2 = s.linear(l.fc2, "encoder fc2");
-    g.enc_layers.push_back(e);
-  }
-  g.enc_ln = s.layernorm(m.enc_ln, "encoder layer_norm");
-  g.embed_tokens = s.put(m.embed_tokens, "decoder embed_tokens");
-  g.dec_positions = s.put(m.dec_positions, "decoder positions");
-  g.dec_layers.clear();
-  for (const DecoderLayerW& l : m.dec_layers) {
-    GpuDecoderLayer e;
-    e.self_ln = s.layernorm(l.self_ln, "decoder self_attn_layer_norm");
-    e.self_qkv = s.linear(l.self_qkv, "decoder self qkv");
-    e.self_out = s.linear(l.self_out, "decoder self out_proj");
-    e.cross_ln = s.layernorm(l.cross_ln, "decoder encoder_attn_layer_norm");
-    e.cross_q = s.linear(l.cross_q, "decoder cross q_proj");
-    e.cross_kv = s.linear(l.cross_kv, "decoder cross kv");
-    e.cross_out = s.linear(l.cross_out, "decoder cross out_proj");
-    e.ffn_ln = s.layernorm(l.ffn_ln, "decoder final_layer_norm");
-    e.fc1 = s.linear(l.fc1, "decoder fc1");
-    e.fc2 = s.linear(l.fc2, "decoder fc2");
-    g.dec_layers.push_back(e);
-  }
-  g.dec_ln = s.layernorm(m.dec_ln, "decoder layer_norm");
-  g.proj_out = m.proj_out.empty() ? g.embed_tokens : s.put(m.proj_out, "proj_out");
+GpuDecoderLayer decoder_layer(const WeightTable& t, const DeviceWeights& w, int64_t i) {
+  const std::string k = decoder_layer_key(i);
+  GpuDecoderLayer e;
+  e.self_ln = layernorm(w, k + "self_attn_layer_norm");
+  e.self_qkv = linear(t, w, k + "self_attn.qkv");
+  e.self_out = linear(t, w, k + "self_attn.out_proj");
+  e.cross_ln = layernorm(w, k + "encoder_attn_layer_norm");
+  e.cross_q = linear(t, w, k + "encoder_attn.q");
+  e.cross_kv = linear(t, w, k + "encoder_attn.kv");
+  e.cross_out = linear(t, w, k + "encoder_attn.out_proj");
+  e.ffn_ln = layernorm(w, k + "final_layer_norm");
+  e.fc1 = linear(t, w, k + "fc1");
+  e.fc2 = linear(t, w, k + "fc2");
+  return e;
 }
 
 }  // namespace
@@ -99,21 +70,30 @@ void WhisperGpuModel::check_supported(const WhisperConfig& c, DType dtype) {
   FLURRY_CHECK(c.d_model % 8 == 0, "whisper gpu: d_model " << c.d_model << " is not a multiple of 8");
 }
 
-size_t WhisperGpuModel::device_bytes(const WhisperModel& cpu, DType dtype) {
-  WeightSink s(dtype, nullptr);
-  WhisperGpuModel dummy;
-  bind_all(cpu, s, dummy);
-  return s.bytes();
+size_t WhisperGpuModel::device_bytes(const WhisperConfig& c, DType dtype) {
+  return models::table_bytes(whisper_weight_table(c), dtype, Arena::kDefaultAlign);
 }
 
-std::unique_ptr<WhisperGpuModel> WhisperGpuModel::upload(const WhisperModel& cpu, DType dtype, Arena& arena) {
-  check_supported(cpu.config(), dtype);
-  FLURRY_CHECK(arena.where() == Where::Device, "whisper gpu: weights need a device arena");
+std::unique_ptr<WhisperGpuModel> WhisperGpuModel::upload(const WhisperConfig& c, const Checkpoint& ck, DType dtype,
+                                                         Arena& arena, cudaStream_t stream) {
+  check_supported(c, dtype);
+  const WeightTable t = checked_whisper_table(c, ck);
+  const DeviceWeights w = models::upload_weights(t, ck, dtype, arena, stream);
   std::unique_ptr<WhisperGpuModel> g(new WhisperGpuModel());
-  g->config_ = cpu.config();
+  g->config_ = c;
   g->dtype_ = dtype;
-  WeightSink s(dtype, &arena);
-  bind_all(cpu, s, *g);
+  g->conv1_w = w.get("encoder.conv1.weight");
+  g->conv1_b = w.get("encoder.conv1.bias");
+  g->conv2_w = w.get("encoder.conv2.weight");
+  g->conv2_b = w.get("encoder.conv2.bias");
+  g->enc_positions = w.get("encoder.embed_positions.weight");
+  for (int64_t i = 0; i < c.encoder_layers; ++i) g->enc_layers.push_back(encoder_layer(t, w, i));
+  g->enc_ln = layernorm(w, "encoder.layer_norm");
+  g->embed_tokens = w.get("decoder.embed_tokens.weight");
+  g->dec_positions = w.get("decoder.embed_positions.weight");
+  for (int64_t i = 0; i < c.decoder_layers; ++i) g->dec_layers.push_back(decoder_layer(t, w, i));
+  g->dec_ln = layernorm(w, "decoder.layer_norm");
+  g->proj_out = w.has("proj_out.weight") ? w.get("proj_out.weight") : g->embed_tokens;  // tied
   return g;
 }
 

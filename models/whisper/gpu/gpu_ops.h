@@ -1,4 +1,4 @@
-// The pieces of a pre-LN transformer layer on the GPU shared by the encoder and the decoder
+// Whisper's use of the shared GPU blocks (models/common/gpu/layers.h) in its encoder and decoder
 // (internal to flurry_whisper_gpu).
 #pragma once
 
@@ -6,29 +6,34 @@
 
 #include <cstdint>
 
+#include "models/common/gpu/layers.h"
 #include "models/whisper/gpu/whisper_gpu.h"
 #include "runtime/gemm.h"
 
 namespace flurry::whisper::gpu_detail {
 
-// y[rows, l.out] = x[rows, l.in] W^T (+ b, then the epilogue's activation), through gemm_gpu.
-void linear(WhisperGpu& g, const GpuLinear& l, const void* x, void* y, int64_t rows,
-            Epilogue e = Epilogue::Bias);
+// The shared GPU blocks' context over this model's handle, stream, workspace, dtype and width.
+models::GpuContext gpu_context(WhisperGpu& g);
 
-// y = LN(x (+ add)); with `add`, x += add is written back first (the residual stream updated in
-// place, the pre-LN block's "h += sublayer(h); y = LN(h)" in one pass).
-void residual_layernorm(WhisperGpu& g, void* x, const void* add, const GpuLayerNorm& ln, void* y, int64_t rows);
+// y[rows, l.out] = x[rows, l.in] W^T (+ b, then the epilogue's activation): models::gpu_linear.
+inline void linear(WhisperGpu& g, const GpuLinear& l, const void* x, void* y, int64_t rows,
+                   Epilogue e = Epilogue::Bias) {
+  models::gpu_linear(gpu_context(g), l, x, y, rows, e);
+}
 
-// Element offset of row `row` in a buffer of the model dtype with `width` columns.
-inline void* row_ptr(void* base, int64_t row, int64_t width, size_t elt) {
-  return static_cast<char*>(base) + static_cast<size_t>(row * width) * elt;
+// y = LN(x (+ add)); with `add`, x += add is written back first: models::gpu_residual_layernorm.
+inline void residual_layernorm(WhisperGpu& g, void* x, const void* add, const GpuLayerNorm& ln, void* y,
+                               int64_t rows) {
+  models::gpu_residual_layernorm(gpu_context(g), x, add, ln, y, rows);
 }
-inline const void* row_ptr(const void* base, int64_t row, int64_t width, size_t elt) {
-  return static_cast<const char*>(base) + static_cast<size_t>(row * width) * elt;
+
+// out = fc2(gelu(fc1(x))): models::gpu_ffn.
+inline void ffn(WhisperGpu& g, const GpuLinear& fc1, const GpuLinear& fc2, const void* x, void* hidden, void* out,
+                int64_t rows) {
+  models::gpu_ffn(gpu_context(g), fc1, fc2, x, hidden, out, rows);
 }
-// `n` elements past `base` (a column offset inside a row: k at +d, v at +2d of a fused QKV row).
-inline const void* elem_ptr(const void* base, int64_t n, size_t elt) {
-  return static_cast<const char*>(base) + static_cast<size_t>(n) * elt;
-}
+
+using models::elem_ptr;
+using models::row_ptr;
 
 }  // namespace flurry::whisper::gpu_detail

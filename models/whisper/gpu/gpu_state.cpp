@@ -1,7 +1,9 @@
 // WhisperGpuState sizing and layout, and WhisperGpu::create: one device arena for weights and state,
 // sized from the batch plan before anything runs.
 #include <algorithm>
+#include <filesystem>
 #include <functional>
+#include <string>
 
 #include "kernels/conv_frontend.cuh"
 #include "kernels/decode_attention.cuh"
@@ -173,17 +175,30 @@ WhisperGpuState::WhisperGpuState(const WhisperConfig& c, DType dtype, const GpuP
   encoded.assign(static_cast<size_t>(plan.max_windows), false);
 }
 
-size_t whisper_gpu_bytes(const WhisperModel& cpu, const WhisperGpuOptions& o) {
-  return WhisperGpuModel::device_bytes(cpu, o.dtype) + WhisperGpuState::device_bytes(cpu.config(), o.dtype, o.plan) +
+size_t whisper_gpu_bytes(const WhisperConfig& c, const WhisperGpuOptions& o) {
+  return WhisperGpuModel::device_bytes(c, o.dtype) + WhisperGpuState::device_bytes(c, o.dtype, o.plan) +
          Arena::kDefaultAlign;
+}
+size_t whisper_gpu_bytes(const WhisperModel& cpu, const WhisperGpuOptions& o) {
+  return whisper_gpu_bytes(cpu.config(), o);
 }
 
 WhisperGpu::~WhisperGpu() = default;
 
+std::unique_ptr<WhisperGpu> WhisperGpu::load(const std::string& dir, const WhisperGpuOptions& o) {
+  const WhisperConfig c = load_whisper_config((std::filesystem::path(dir) / "config.json").string());
+  return create(c, Checkpoint::open(dir), o);
+}
+
 std::unique_ptr<WhisperGpu> WhisperGpu::create(const WhisperModel& cpu, const WhisperGpuOptions& o) {
-  const WhisperConfig& c = cpu.config();
+  FLURRY_CHECK(!cpu.checkpoint_dir().empty(), "whisper gpu: the CPU model does not say which checkpoint it came from");
+  return create(cpu.config(), Checkpoint::open(cpu.checkpoint_dir()), o);
+}
+
+std::unique_ptr<WhisperGpu> WhisperGpu::create(const WhisperConfig& c, const Checkpoint& ck,
+                                               const WhisperGpuOptions& o) {
   WhisperGpuModel::check_supported(c, o.dtype);
-  const size_t weights = WhisperGpuModel::device_bytes(cpu, o.dtype);
+  const size_t weights = WhisperGpuModel::device_bytes(c, o.dtype);
   const size_t state = WhisperGpuState::device_bytes(c, o.dtype, o.plan);
   const size_t need = weights + state + Arena::kDefaultAlign;
   size_t free_b = 0, total_b = 0;
@@ -205,7 +220,7 @@ std::unique_ptr<WhisperGpu> WhisperGpu::create(const WhisperModel& cpu, const Wh
   g->arena->set_oom_hint(kLowerHint);
   g->lt = std::make_unique<GemmLt>();
   g->stream = std::make_unique<Stream>();
-  g->model = WhisperGpuModel::upload(cpu, o.dtype, *g->arena);
+  g->model = WhisperGpuModel::upload(c, ck, o.dtype, *g->arena, *g->stream);
   g->state = std::make_unique<WhisperGpuState>(c, o.dtype, o.plan, *g->arena);
   if (g->state->plan.logmel) {
     g->logmel = std::make_unique<LogMelGpu>(static_cast<int>(c.num_mel_bins));

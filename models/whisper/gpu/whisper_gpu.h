@@ -2,14 +2,17 @@
 // scale, uploaded once), the per-batch-plan state (every buffer from ONE device arena sized at
 // start-up), and the stage functions that drive the kernels of kernels/:
 //
-//   auto gpu = WhisperGpu::create(cpu_model, options);       // weights + state in one arena
+//   auto gpu = WhisperGpu::load(dir, options);               // weights + state in one arena
 //   upload_mels(*gpu, n, mels);                                // host log-mel -> device (or samples)
 //   encode_windows(*gpu, first_audio, n);                      // encoder + cross K/V per window
 //   decoder_forward(*gpu, seqs, last_logits, aux_logits);      // one step for a set of slots
 //
-// The model is built from the CPU reference model (models/whisper/model.h), which already holds
-// the fused QKV / cross-KV layouts and the folded head_dim^-0.5 query scale, so both backends read
-// one set of weights the same way and the CPU path is the oracle.
+// The weights come straight from the memory-mapped checkpoint through Whisper's weight table
+// (models/whisper/weights.h): the same fused QKV / cross-KV layouts and folded head_dim^-0.5 query
+// scale the CPU reference model binds, converted to the model dtype on the host into pinned staging
+// and copied asynchronously (models/common/gpu/weight_upload.h). No fp32 copy of the model is made,
+// so both backends read one set of weights the same way, the CPU path stays the oracle, and a GPU
+// rank does not pay large-v3's 6 GB of fp32 host memory.
 //
 // Buffers (T = max_source_positions = 1500, d = d_model, L = decoder layers; dtype = options.dtype):
 //   mel        [enc_batch, n_mels, 3000]        channel-major, as LogMelGpu writes it
@@ -29,8 +32,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "io/safetensors.h"
+#include "models/common/gpu/layers.h"
 #include "models/whisper/model.h"
 #include "runtime/arena.h"
 #include "runtime/cuda/gemm_lt.h"
@@ -43,15 +49,10 @@ class LogMelGpu;
 
 namespace flurry::whisper {
 
-struct GpuLinear {
-  const void* w = nullptr;  // [out, in] row-major (nn.Linear)
-  const void* b = nullptr;  // [out] or null
-  int64_t in = 0, out = 0;
-};
-struct GpuLayerNorm {
-  const void* gamma = nullptr;  // [d], model dtype (the layernorm kernel takes one dtype)
-  const void* beta = nullptr;
-};
+// Linear and LayerNorm views of device weights, shared with every model (models/common/gpu/layers.h).
+using models::GpuLayerNorm;
+using models::GpuLinear;
+
 struct GpuEncoderLayer {
   GpuLayerNorm attn_ln;
   GpuLinear qkv, attn_out;
@@ -67,14 +68,17 @@ struct GpuDecoderLayer {
   GpuLinear fc1, fc2;
 };
 
-// Immutable device copy of a WhisperModel. Pointers into an arena owned by the caller.
+// Immutable device copy of a Whisper checkpoint. Pointers into an arena owned by the caller.
 class WhisperGpuModel {
  public:
-  // Device bytes upload() takes from the arena (each tensor 256-byte aligned).
-  static size_t device_bytes(const WhisperModel& cpu, DType dtype);
-  // Converts every weight to `dtype` (F16 or BF16) and copies it into `arena` (synchronous: start-up).
-  // Throws naming the reason when the model cannot run on the GPU kernels (head_dim != 64).
-  static std::unique_ptr<WhisperGpuModel> upload(const WhisperModel& cpu, DType dtype, Arena& arena);
+  // Device bytes upload() takes from the arena (each weight 256-byte aligned); from the table alone.
+  static size_t device_bytes(const WhisperConfig& c, DType dtype);
+  // Checks `ck` against Whisper's table for `c`, converts every weight to `dtype` (F16 or BF16) and
+  // copies it into `arena` on `stream`; returns when the copies are done (start-up). Throws naming
+  // the tensor when the checkpoint is damaged, and the reason when the model cannot run on the GPU
+  // kernels (head_dim != 64).
+  static std::unique_ptr<WhisperGpuModel> upload(const WhisperConfig& c, const Checkpoint& ck, DType dtype,
+                                                 Arena& arena, cudaStream_t stream);
   // The checks upload() makes, without touching the device.
   static void check_supported(const WhisperConfig& c, DType dtype);
 
@@ -160,7 +164,14 @@ struct WhisperGpuOptions {
 // Model + state + the library handles, from one device arena. Not thread-safe: one driver thread.
 struct WhisperGpu {
   // Sizes the arena from the plan, refuses with the needed and available bytes and the flags that
-  // lower the need (--batch-size, --max-gpu-memory) when it does not fit, uploads the weights.
+  // lower the need (--batch-size, --max-gpu-memory) when it does not fit, uploads the weights from
+  // the checkpoint (config `c`; the checkpoint may be closed afterwards).
+  static std::unique_ptr<WhisperGpu> create(const WhisperConfig& c, const Checkpoint& ck,
+                                            const WhisperGpuOptions& options);
+  // The same from a Hugging Face folder (config.json + safetensors), without a CPU model.
+  static std::unique_ptr<WhisperGpu> load(const std::string& dir, const WhisperGpuOptions& options);
+  // The same for a loaded CPU model: reads its checkpoint folder again (cpu.checkpoint_dir(), which
+  // must still exist) rather than its fp32 copies. For callers that also run the CPU path.
   static std::unique_ptr<WhisperGpu> create(const WhisperModel& cpu, const WhisperGpuOptions& options);
   ~WhisperGpu();
 
@@ -176,6 +187,7 @@ struct WhisperGpu {
 
 // Bytes WhisperGpu::create would take from the device for these options (weights + state + the
 // alignment slack), for --max-gpu-memory planning and messages.
+size_t whisper_gpu_bytes(const WhisperConfig& c, const WhisperGpuOptions& options);
 size_t whisper_gpu_bytes(const WhisperModel& cpu, const WhisperGpuOptions& options);
 
 // ---- encoder ----------------------------------------------------------------------------------

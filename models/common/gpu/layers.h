@@ -1,0 +1,66 @@
+// The GPU counterparts of models/common/layers.h that every model shares: a linear through
+// cuBLASLt (bias and activation in the epilogue) and the fused residual LayerNorm, taking a small
+// context (GEMM handle, stream, workspace, dtype, LayerNorm epsilon) instead of a model's state.
+// The weights are views into the device arena filled by upload_weights (weight_upload.h).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/cuda/gemm_lt.h"
+#include "runtime/dtype.h"
+#include "runtime/gemm.h"
+
+namespace flurry::models {
+
+struct GpuLinear {
+  const void* w = nullptr;  // [out, in] row-major (nn.Linear)
+  const void* b = nullptr;  // [out] or null
+  int64_t in = 0, out = 0;
+};
+struct GpuLayerNorm {
+  const void* gamma = nullptr;  // [d], model dtype (the layernorm kernel takes one dtype)
+  const void* beta = nullptr;
+};
+
+// What the blocks launch with; the model owns every piece of it.
+struct GpuContext {
+  GemmLt* lt = nullptr;
+  cudaStream_t stream = nullptr;
+  void* gemm_ws = nullptr;
+  size_t gemm_ws_bytes = 0;
+  DType dtype = DType::F16;  // activations and weights
+  int64_t d = 0;             // LayerNorm width
+  float eps = 1e-5f;
+};
+
+// y[rows, l.out] = x[rows, l.in] W^T (+ b, then the epilogue's activation), through gemm_gpu.
+void gpu_linear(const GpuContext& ctx, const GpuLinear& l, const void* x, void* y, int64_t rows,
+                Epilogue e = Epilogue::Bias);
+
+// y = LN(x (+ add)); with `add`, x += add is written back first (the residual stream updated in
+// place, the pre-LN block's "h += sublayer(h); y = LN(h)" in one pass).
+void gpu_residual_layernorm(const GpuContext& ctx, void* x, const void* add, const GpuLayerNorm& ln, void* y,
+                            int64_t rows);
+
+// out[rows, d] = fc2(gelu(fc1(x))), erf GELU fused into fc1's epilogue; `hidden` holds
+// [rows, fc1.out]. The residual add is left to the next gpu_residual_layernorm (pre-LN) so it costs
+// no extra pass.
+void gpu_ffn(const GpuContext& ctx, const GpuLinear& fc1, const GpuLinear& fc2, const void* x, void* hidden, void* out,
+             int64_t rows);
+
+// Element offset of row `row` in a buffer of `elt`-byte elements with `width` columns.
+inline void* row_ptr(void* base, int64_t row, int64_t width, size_t elt) {
+  return static_cast<char*>(base) + static_cast<size_t>(row * width) * elt;
+}
+inline const void* row_ptr(const void* base, int64_t row, int64_t width, size_t elt) {
+  return static_cast<const char*>(base) + static_cast<size_t>(row * width) * elt;
+}
+// `n` elements past `base` (a column offset inside a row: k at +d, v at +2d of a fused QKV row).
+inline const void* elem_ptr(const void* base, int64_t n, size_t elt) {
+  return static_cast<const char*>(base) + static_cast<size_t>(n) * elt;
+}
+
+}  // namespace flurry::models
