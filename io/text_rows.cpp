@@ -203,7 +203,9 @@ void parse_record(const std::string& rec, const TextChunk& c, const TextSpec& sp
       has_id = true;
     }
   }
-  if (!spec.id_field.empty()) {
+  // Plain lines and whole files have no fields: their id is always "<file>:<row>" / the path.
+  const bool has_fields = c.format == TextFormat::kJsonl || c.format == TextFormat::kCsv || c.format == TextFormat::kTsv;
+  if (!spec.id_field.empty() && has_fields) {
     if (!has_id || id.empty()) {
       row.error = "no id field '" + spec.id_field + "'";
       return;

@@ -21,7 +21,8 @@ enum class TextFormat { kAuto, kLines, kJsonl, kCsv, kTsv, kFile };
 struct TextSpec {
   TextFormat format = TextFormat::kAuto;  // kAuto: by extension (.jsonl/.json, .csv, .tsv; else lines)
   std::string text_field = "text";        // JSONL key or CSV/TSV column holding the text
-  std::string id_field;                   // JSONL key or column of the row's id; empty: "<file>:<row>"
+  std::string id_field;                   // JSONL key or column of the row's id; empty (and always for
+                                          // plain lines and whole files): "<file>:<row>" / the path
   std::string title_field;                // optional; when set and present, text = title + " " + text
   std::string glob = "*.txt";             // files taken from a folder (one document each)
 };

@@ -239,16 +239,17 @@ std::vector<WorkItem> make_items(const std::vector<std::string>& ids, const Cost
   return items;
 }
 
-std::vector<WorkItem> collect_inputs(const InputSpec& spec, const CostFn& cost, const DistContext* ctx) {
+std::vector<WorkItem> share_items(const DistContext* ctx, const std::function<std::vector<WorkItem>()>& make) {
 #if FLURRY_HAVE_MPI
   if (ctx != nullptr && ctx->mpi_active() && ctx->size() > 1) {
-    // Rank 0 expands; a failure there is sent to every rank so that all of them stop with it.
+    // Rank 0 makes the list; a failure there is sent to every rank so that all of them stop with it.
     std::string payload, error;
     if (ctx->is_root()) {
       try {
-        payload = pack(collect_local(spec, cost));
-      } catch (const Error& e) {
+        payload = pack(make());
+      } catch (const std::exception& e) {
         error = e.what();
+        if (error.empty()) error = "rank 0 failed to make the input list";
       }
     }
     bcast_string(error, ctx->world(), ctx->rank());
@@ -259,7 +260,11 @@ std::vector<WorkItem> collect_inputs(const InputSpec& spec, const CostFn& cost, 
 #else
   (void)ctx;
 #endif
-  return collect_local(spec, cost);
+  return make();
+}
+
+std::vector<WorkItem> collect_inputs(const InputSpec& spec, const CostFn& cost, const DistContext* ctx) {
+  return share_items(ctx, [&] { return collect_local(spec, cost); });
 }
 
 }  // namespace flurry::dist

@@ -54,6 +54,10 @@ std::vector<WorkItem> make_items(const std::vector<std::string>& ids, const Cost
 std::vector<WorkItem> make_row_chunks(const std::string& prefix, int64_t total_rows, int64_t rows_per_chunk,
                                       const std::function<double(int64_t, int64_t)>& row_cost = nullptr);
 
+// Items made by rank 0 alone (`make`: e.g. an index of a multi-GB corpus that only one rank should
+// scan), sent to every rank; a failure on rank 0 is thrown on every rank. Alone: just make().
+std::vector<WorkItem> share_items(const DistContext* ctx, const std::function<std::vector<WorkItem>()>& make);
+
 // Gives every item a unique output key, the same on every rank: its path relative to the deepest
 // folder all the ids share, without the extension ("a/x.wav", "b/x.wav" -> "a/x", "b/x"; a single
 // "/data/x.wav" -> "x"). Ids whose keys would collide keep their extension ("x.wav", "x.mp3"); a

@@ -1,0 +1,274 @@
+#include "models/bert/app/embed_job.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "io/json_file.h"
+#include "io/npy.h"
+#include "runtime/check.h"
+#include "runtime/dist/records.h"
+#include "runtime/dtype.h"
+#include "runtime/log.h"
+
+namespace fs = std::filesystem;
+
+namespace flurry::bert {
+
+EmbedAssets load_embed_assets(const std::string& dir) {
+  FLURRY_CHECK(fs::is_directory(dir), "model directory '" << dir << "' does not exist");
+  EmbedAssets a;
+  a.dir = dir;
+  a.model = BertModel::load(dir);
+  a.tokenizer = std::make_shared<const WordPieceTokenizer>(WordPieceTokenizer::from_dir(dir));
+  a.sentence = load_sentence_config(dir, a.model->config());
+  FLURRY_CHECK(a.tokenizer->vocab_size() <= a.model->config().vocab_size,
+               dir << ": the tokenizer has " << a.tokenizer->vocab_size() << " tokens, the model "
+                   << a.model->config().vocab_size);
+  return a;
+}
+
+int64_t effective_max_len(const EmbedAssets& a, const EmbedOptions& o) {
+  const int64_t limit = a.model->config().max_position_embeddings;
+  const int64_t n = o.max_seq_length > 0 ? o.max_seq_length : a.sentence.max_seq_length;
+  FLURRY_CHECK(n >= 2 && n <= limit, "--max-seq-length " << n << " outside [2, " << limit << "]");
+  return n;
+}
+
+bool effective_normalize(const EmbedAssets& a, const EmbedOptions& o) {
+  return o.normalize < 0 ? a.sentence.normalize : o.normalize == 1;
+}
+
+CpuEncoder::CpuEncoder(const EmbedAssets& a, const EmbedOptions& o, StageTimers* timers)
+    : a_(a), max_len_(effective_max_len(a, o)), normalize_(effective_normalize(a, o)), timers_(timers),
+      scratch_(*a.model, effective_max_len(a, o)) {}
+
+int64_t CpuEncoder::dim() const { return a_.model->config().hidden_size; }
+
+void CpuEncoder::encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
+                        std::vector<int64_t>* tokens) {
+  const int64_t d = dim();
+  errors->assign(rows.size(), "");
+  tokens->assign(rows.size(), 0);
+  std::memset(out, 0, sizeof(float) * rows.size() * static_cast<size_t>(d));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (!rows[i].error.empty()) {
+      (*errors)[i] = rows[i].error;
+      continue;
+    }
+    std::vector<int32_t> ids;
+    try {
+      ScopedStage st(timers_, "tokenize");
+      ids = a_.tokenizer->encode(rows[i].text, static_cast<int>(max_len_));
+    } catch (const InputError& e) {
+      (*errors)[i] = e.what();
+      continue;
+    }
+    (*tokens)[i] = static_cast<int64_t>(ids.size());
+    {
+      ScopedStage st(timers_, "encode");
+      bert_forward(*a_.model, ids.data(), static_cast<int64_t>(ids.size()), scratch_);
+    }
+    float* v = out + static_cast<int64_t>(i) * d;
+    pool(scratch_.hidden.data(), static_cast<int64_t>(ids.size()), d, a_.sentence.pooling, v);
+    if (normalize_) l2_normalize(v, d);
+  }
+}
+
+namespace {
+
+// ids.jsonl from the merged chunk records, one line per row in row order; returns the error rows.
+int64_t write_ids(const std::string& out_dir, const std::vector<dist::WorkItem>& items) {
+  int64_t bad = 0;
+  std::ifstream in(out_dir + "/results.jsonl");
+  FLURRY_CHECK(in.good(), out_dir << "/results.jsonl: cannot read the merged results");
+  std::string text;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json rec = nlohmann::json::parse(line);
+    const size_t k = rec["index"].get<size_t>();
+    const dist::WorkItem& it = items.at(k);
+    if (rec["status"] != "ok") {  // the whole chunk failed and has no vectors (runner error)
+      continue;
+    }
+    const auto& ids = rec["row_ids"];
+    const auto& errs = rec["row_errors"];
+    const auto& toks = rec["row_tokens"];
+    for (int64_t r = 0; r < it.rows(); ++r) {
+      nlohmann::ordered_json row;
+      row["row"] = it.row_begin + r;
+      row["id"] = ids[static_cast<size_t>(r)];
+      const std::string err = errs[static_cast<size_t>(r)].get<std::string>();
+      row["status"] = err.empty() ? "ok" : "error";
+      if (!err.empty()) {
+        row["error"] = err;
+        ++bad;
+      }
+      row["tokens"] = toks[static_cast<size_t>(r)];
+      text += row.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      text += '\n';
+    }
+  }
+  dist::write_file_atomic(out_dir + "/ids.jsonl", text);
+  return bad;
+}
+
+}  // namespace
+
+int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOptions& o, Encoder& enc,
+              const std::vector<std::string>& paths, const TextSpec& spec, StageTimers* timers) {
+  dist::RunnerOptions& opts = app.runner;
+  opts.unit = "rows";
+  opts.work_key = "rows";
+  opts.model = assets.dir;
+  opts.timers = timers;
+  const int64_t d = enc.dim();
+  const size_t elt = o.fp16_output ? 2 : 4;
+  opts.data_output = "embeddings.npy";
+  opts.data_header = [d, elt, fp16 = o.fp16_output](uint64_t bytes) {
+    return npy_header(fp16 ? NpyDtype::kFloat16 : NpyDtype::kFloat32, static_cast<int64_t>(bytes / (d * elt)), d);
+  };
+  opts.extra["embedding"] = {{"dim", d},
+                             {"dtype", o.fp16_output ? "float16" : "float32"},
+                             {"pooling", pooling_name(assets.sentence.pooling)},
+                             {"normalize", effective_normalize(assets, o)},
+                             {"max_seq_length", effective_max_len(assets, o)}};
+  const std::vector<dist::WorkItem> items = dist::share_items(&app.dist, [&] {
+    ScopedStage st(timers, "index");
+    std::vector<dist::WorkItem> out;
+    for (const TextChunk& c : index_text_inputs(paths, spec, o.rows_per_chunk)) {
+      dist::WorkItem w;
+      w.index = static_cast<int64_t>(out.size());
+      w.id = text_chunk_id(c);
+      w.cost = static_cast<double>(c.byte_end - c.byte_begin);
+      w.row_begin = c.row_begin;
+      w.row_end = c.row_begin + c.rows;
+      out.push_back(std::move(w));
+    }
+    dist::assign_output_keys(out);
+    return out;
+  });
+  std::vector<float> vecs;
+  std::vector<std::string> errors;
+  std::vector<int64_t> row_tokens;
+  const int status = dist::run_job(app.dist, opts, items, [&](const dist::WorkItem& it, std::vector<char>* data) {
+    const TextChunk c = parse_text_chunk_id(it.id);
+    std::vector<TextRow> rows;
+    try {
+      ScopedStage st(timers, "read");
+      rows = read_text_chunk(c, spec);
+    } catch (const InputError& e) {
+      // The file changed since it was indexed: every row of the chunk keeps its place as an error.
+      rows.assign(static_cast<size_t>(c.rows), TextRow{});
+      for (int64_t r = 0; r < c.rows; ++r) {
+        rows[static_cast<size_t>(r)].row = c.row_begin + r;
+        rows[static_cast<size_t>(r)].id = c.path + ":" + std::to_string(c.file_row_begin + r);
+        rows[static_cast<size_t>(r)].error = e.what();
+      }
+    }
+    vecs.assign(rows.size() * static_cast<size_t>(d), 0.0f);
+    enc.encode(rows, vecs.data(), &errors, &row_tokens);
+    int64_t tokens = 0;
+    for (int64_t t : row_tokens) tokens += t;
+    data->resize(vecs.size() * elt);
+    if (o.fp16_output) {
+      auto* h = reinterpret_cast<uint16_t*>(data->data());
+      for (size_t i = 0; i < vecs.size(); ++i) h[i] = float_to_half_bits(vecs[i]);
+    } else {
+      std::memcpy(data->data(), vecs.data(), data->size());
+    }
+    nlohmann::json ids = nlohmann::json::array(), errs = nlohmann::json::array(), toks = nlohmann::json::array();
+    int64_t n_err = 0;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      ids.push_back(rows[r].id);
+      errs.push_back(errors[r]);
+      n_err += errors[r].empty() ? 0 : 1;
+      toks.push_back(row_tokens[r]);
+    }
+    return nlohmann::json{{"rows", static_cast<int64_t>(rows.size())}, {"row_errors_count", n_err},
+                          {"tokens", tokens},  {"row_ids", ids},
+                          {"row_errors", errs}, {"row_tokens", toks}};
+  });
+  int64_t bad_rows = 0;
+  if (app.dist.is_root()) {
+    bad_rows = write_ids(opts.output_dir, items);
+    // The runner's manifest counts chunks; add the rows.
+    nlohmann::json m = read_json_file(opts.output_dir + "/manifest.json");
+    int64_t total = 0;
+    for (const auto& it : items) total += it.rows();
+    m["rows"] = total;
+    m["row_errors"] = bad_rows;
+    dist::write_file_atomic(opts.output_dir + "/manifest.json", m.dump(2) + "\n");
+    LOG_INFO("embeddings: " << opts.output_dir << "/embeddings.npy, ids: " << opts.output_dir << "/ids.jsonl"
+                            << (bad_rows > 0 ? "; " + std::to_string(bad_rows) + " row(s) are errors (zero vectors)" : ""));
+  }
+  return status != 0 || bad_rows > 0 ? 1 : 0;
+}
+
+}  // namespace flurry::bert
+
+#include "models/bert/retrieval.h"
+
+namespace flurry::bert {
+
+EmbeddedSet load_embedded(const std::string& dir) {
+  EmbeddedSet s;
+  const NpyMatrix m = read_npy(dir + "/embeddings.npy");
+  s.rows = m.rows;
+  s.dim = m.cols;
+  s.vectors = m.data;
+  std::ifstream in(dir + "/ids.jsonl");
+  FLURRY_CHECK(in.good(), dir << "/ids.jsonl: cannot read (run flurry-embed on the corpus first)");
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    FLURRY_CHECK(!j.is_discarded() && j.contains("id") && j.contains("status"), dir << "/ids.jsonl: malformed line");
+    s.ids.push_back(j["id"].get<std::string>());
+    s.ok.push_back(j["status"] == "ok");
+  }
+  FLURRY_CHECK(static_cast<int64_t>(s.ids.size()) == s.rows,
+               dir << ": embeddings.npy has " << s.rows << " rows, ids.jsonl " << s.ids.size());
+  return s;
+}
+
+namespace {
+// The ok rows of a set, packed, and their row numbers.
+std::vector<float> ok_rows(const EmbeddedSet& s, std::vector<int64_t>* rows) {
+  std::vector<float> out;
+  for (int64_t r = 0; r < s.rows; ++r) {
+    if (!s.ok[static_cast<size_t>(r)]) continue;
+    rows->push_back(r);
+    out.insert(out.end(), s.vectors.begin() + r * s.dim, s.vectors.begin() + (r + 1) * s.dim);
+  }
+  return out;
+}
+}  // namespace
+
+void write_search(const EmbeddedSet& corpus, const EmbeddedSet& queries, int k, const std::string& path) {
+  FLURRY_CHECK(corpus.dim == queries.dim, "corpus vectors have " << corpus.dim << " dimensions, queries "
+                                                                 << queries.dim << " (different models?)");
+  std::vector<int64_t> crow, qrow;
+  const std::vector<float> c = ok_rows(corpus, &crow);
+  const std::vector<float> q = ok_rows(queries, &qrow);
+  const int64_t nq = static_cast<int64_t>(qrow.size()), nc = static_cast<int64_t>(crow.size());
+  std::vector<int64_t> ids(static_cast<size_t>(nq * k));
+  std::vector<float> scores(static_cast<size_t>(nq * k));
+  if (nq > 0 && nc > 0) exact_topk_ip(q.data(), nq, c.data(), nc, corpus.dim, k, ids.data(), scores.data());
+  std::string text;
+  for (int64_t i = 0; i < nq; ++i) {
+    nlohmann::ordered_json j;
+    j["query_id"] = queries.ids[static_cast<size_t>(qrow[static_cast<size_t>(i)])];
+    nlohmann::json res = nlohmann::json::array();
+    for (int r = 0; r < k && nc > 0; ++r) {
+      const int64_t at = ids[static_cast<size_t>(i * k + r)];
+      if (at < 0) break;
+      const int64_t row = crow[static_cast<size_t>(at)];
+      res.push_back({{"id", corpus.ids[static_cast<size_t>(row)]}, {"row", row}, {"score", scores[static_cast<size_t>(i * k + r)]}});
+    }
+    j["results"] = res;
+    text += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  }
+  dist::write_file_atomic(path, text);
+}
+
+}  // namespace flurry::bert

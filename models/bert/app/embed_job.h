@@ -1,0 +1,91 @@
+// flurry-embed's jobs over the runner: embed a corpus into embeddings.npy + ids.jsonl, search saved
+// embeddings, and evaluate retrieval on a BEIR folder. The model side is an Encoder (text ->
+// pooled, normalised vectors); the CPU reference encoder is here, a GPU one plugs in the same way.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/text_rows.h"
+#include "io/wordpiece_tokenizer.h"
+#include "models/bert/config.h"
+#include "models/bert/model.h"
+#include "runtime/app/app.h"
+#include "runtime/stage_timers.h"
+
+namespace flurry::bert {
+
+// One checkpoint folder, loaded once per process.
+struct EmbedAssets {
+  std::string dir;
+  std::shared_ptr<const BertModel> model;
+  std::shared_ptr<const WordPieceTokenizer> tokenizer;
+  SentenceConfig sentence;
+};
+EmbedAssets load_embed_assets(const std::string& dir);
+
+struct EmbedOptions {
+  int64_t max_seq_length = 0;  // 0: the checkpoint's (sentence_bert_config.json)
+  int normalize = -1;          // -1: as modules.json says; 0/1: forced
+  bool fp16_output = false;    // embeddings.npy as float16
+  int64_t rows_per_chunk = 1024;
+};
+
+// Text rows -> vectors [rows, d] (row-major fp32). Rows with an error (or whose text tokenizes to
+// nothing usable) are left as zeros and reported through `errors` (row index -> message).
+class Encoder {
+ public:
+  virtual ~Encoder() = default;
+  virtual int64_t dim() const = 0;
+  // errors[i]: "" or why row i has no vector; tokens[i]: its token count ([CLS]/[SEP] included).
+  virtual void encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
+                      std::vector<int64_t>* tokens) = 0;
+};
+
+// The CPU reference: one sequence at a time through bert_forward (batching cannot change a result).
+class CpuEncoder : public Encoder {
+ public:
+  CpuEncoder(const EmbedAssets& a, const EmbedOptions& o, StageTimers* timers);
+  int64_t dim() const override;
+  void encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
+              std::vector<int64_t>* tokens) override;
+
+ private:
+  const EmbedAssets& a_;
+  int64_t max_len_;
+  bool normalize_;
+  StageTimers* timers_;
+  BertScratch scratch_;
+};
+
+int64_t effective_max_len(const EmbedAssets& a, const EmbedOptions& o);
+bool effective_normalize(const EmbedAssets& a, const EmbedOptions& o);
+
+// Embeds `paths` (text inputs, see io/text_rows.h) into app.runner.output_dir: embeddings.npy
+// (rows in input order), ids.jsonl (one line per row: row, id, status, error, tokens) and the
+// runner's results.jsonl (one record per chunk) + manifest.json. Returns 0 when every row has a
+// vector, 1 when any row is an error (its vector is zeros and ids.jsonl says why).
+int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOptions& o, Encoder& enc,
+              const std::vector<std::string>& paths, const TextSpec& spec, StageTimers* timers);
+
+}  // namespace flurry::bert
+
+namespace flurry::bert {
+
+// Loads OUTPUT_DIR/embeddings.npy and ids.jsonl of an earlier embed run (rows with an error are
+// kept and marked, so row numbers stay aligned).
+struct EmbeddedSet {
+  int64_t rows = 0, dim = 0;
+  std::vector<float> vectors;  // [rows, dim] fp32
+  std::vector<std::string> ids;
+  std::vector<bool> ok;
+};
+EmbeddedSet load_embedded(const std::string& dir);
+
+// Top-k of every ok query row against every ok corpus row by inner product (cosine for normalised
+// vectors), best first. Writes OUT/search.jsonl: {"query_id", "results": [{"id", "row", "score"}]}.
+void write_search(const EmbeddedSet& corpus, const EmbeddedSet& queries, int k, const std::string& path);
+
+}  // namespace flurry::bert

@@ -1,0 +1,191 @@
+// flurry-embed: sentence embeddings with a BERT-family encoder in its Hugging Face /
+// sentence-transformers folder, alone or as one rank of an mpirun/srun job.
+//
+//   flurry-embed [embed] --model DIR corpus.jsonl --text-field text --id-field _id --output-dir out
+//   flurry-embed search --corpus out --top-k 10 --output-dir q queries.txt
+//   flurry-embed eval --beir DIR --split test --output-dir eval
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/bert/app/embed_job.h"
+#include "models/bert/retrieval.h"
+#include "runtime/app/app.h"
+#include "runtime/check.h"
+#include "runtime/dist/records.h"
+#include "runtime/log.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using namespace flurry;
+
+struct Flags {
+  std::string mode = "embed";
+  std::string model, input_format = "auto", pooling, dtype = "float32";
+  bert::EmbedOptions embed;
+  TextSpec text;
+  bool normalize = false, no_normalize = false;
+  // search / eval
+  std::string corpus, beir, split = "test";
+  int top_k = 10;
+};
+
+// "flurry-embed eval ..." / "search" / "embed": the first word picks the job.
+std::vector<std::string> mode_word(std::vector<std::string> args) {
+  if (!args.empty() && (args[0] == "embed" || args[0] == "search" || args[0] == "eval")) {
+    args[0] = "--mode=" + args[0];
+  }
+  return args;
+}
+
+void add_flags(CLI::App& cli, Flags& f) {
+  cli.add_option("--mode", f.mode, "embed (default), search or eval; also given as the first word")
+      ->check(CLI::IsMember({"embed", "search", "eval"}));
+  cli.add_option("--model", f.model,
+                 "checkpoint folder (config.json, model.safetensors, tokenizer, sentence-transformers files); "
+                 "default: $FLURRY_EMBED_MODEL or the all-MiniLM-L6-v2 `make models` installs");
+  cli.add_option("--input-format", f.input_format, "auto (by extension), lines, jsonl, csv, tsv, file (one document per file)");
+  cli.add_option("--text-field", f.text.text_field, "JSONL key or CSV/TSV column holding the text");
+  cli.add_option("--id-field", f.text.id_field, "JSONL key or column holding the row id; default: <file>:<row>");
+  cli.add_option("--title-field", f.text.title_field, "optional JSONL key or column prepended to the text (BEIR)");
+  cli.add_option("--max-seq-length,--max_seq_length", f.embed.max_seq_length,
+                 "tokens per text, [CLS] and [SEP] included; 0: the checkpoint's (sentence_bert_config.json)");
+  cli.add_flag("--normalize", f.normalize, "L2-normalise the vectors (default: as modules.json says)");
+  cli.add_flag("--no-normalize", f.no_normalize, "do not L2-normalise the vectors");
+  cli.add_option("--dtype", f.dtype, "embeddings.npy element type")->check(CLI::IsMember({"float32", "float16"}));
+  cli.add_option("--chunk-rows", f.embed.rows_per_chunk, "rows per work unit handed to a rank")->check(CLI::PositiveNumber);
+  cli.add_option("--corpus", f.corpus, "search: the output folder of an earlier embed run");
+  cli.add_option("--top-k", f.top_k, "search/eval: documents per query")->check(CLI::PositiveNumber);
+  cli.add_option("--beir", f.beir, "eval: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)");
+  cli.add_option("--split", f.split, "eval: the qrels split");
+}
+
+std::string default_model(const char* argv0) {
+  if (const char* env = std::getenv("FLURRY_EMBED_MODEL")) return env;
+  std::vector<fs::path> roots = {fs::current_path()};
+  std::error_code ec;
+  const fs::path exe = fs::canonical(argv0, ec);
+  if (!ec) roots.push_back(exe.parent_path().parent_path().parent_path());
+  for (const fs::path& r : roots) {
+    if (fs::exists(r / "models-cache" / "all-MiniLM-L6-v2" / "config.json", ec)) {
+      return (r / "models-cache" / "all-MiniLM-L6-v2").string();
+    }
+  }
+  return "";
+}
+
+int run_eval(app::AppContext& app, const bert::EmbedAssets& assets, Flags& f, bert::Encoder& enc, StageTimers* timers) {
+  FLURRY_CHECK(!f.beir.empty(), "eval needs --beir DIR");
+  const fs::path dir(f.beir);
+  const std::string qrels_path = (dir / "qrels" / (f.split + ".tsv")).string();
+  FLURRY_CHECK(fs::exists(dir / "corpus.jsonl") && fs::exists(dir / "queries.jsonl") && fs::exists(qrels_path),
+               f.beir << ": a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/" << f.split << ".tsv");
+  const std::string out = app.runner.output_dir;
+  // Documents as sentence-transformers' BEIR evaluator builds them: title + " " + text.
+  TextSpec docs;
+  docs.format = TextFormat::kJsonl;
+  docs.id_field = "_id";
+  docs.title_field = "title";
+  TextSpec queries;
+  queries.format = TextFormat::kJsonl;
+  queries.id_field = "_id";
+  int status = 0;
+  app.runner.output_dir = out + "/corpus";
+  status |= bert::run_embed(app, assets, f.embed, enc, {(dir / "corpus.jsonl").string()}, docs, timers);
+  app.runner.output_dir = out + "/queries";
+  status |= bert::run_embed(app, assets, f.embed, enc, {(dir / "queries.jsonl").string()}, queries, timers);
+  if (!app.dist.is_root()) return status;
+  const bert::EmbeddedSet c = bert::load_embedded(out + "/corpus");
+  const bert::EmbeddedSet q = bert::load_embedded(out + "/queries");
+  const int k = std::max(f.top_k, 100);
+  bert::write_search(c, q, k, out + "/search.jsonl");
+  // Back from search.jsonl to BEIR's run format.
+  bert::RunResults run;
+  std::ifstream in(out + "/search.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    auto& list = run[j["query_id"].get<std::string>()];
+    for (const auto& r : j["results"]) list.push_back({r["id"].get<std::string>(), r["score"].get<float>()});
+  }
+  const bert::Qrels qrels = bert::read_qrels_tsv(qrels_path);
+  const std::vector<int> ks = {1, 5, 10, 100};
+  const bert::RetrievalMetrics m = bert::evaluate_retrieval(qrels, run, ks);
+  nlohmann::ordered_json j;
+  j["beir"] = f.beir;
+  j["split"] = f.split;
+  j["model"] = assets.dir;
+  j["queries"] = m.queries;
+  j["corpus_rows"] = c.rows;
+  for (int kk : ks) j["recall@" + std::to_string(kk)] = m.recall.at(kk);
+  j["mrr@10"] = m.mrr.at(10);
+  j["ndcg@10"] = m.ndcg.at(10);
+  j["hit@1"] = m.hit_at_1;
+  dist::write_file_atomic(out + "/eval.json", j.dump(2) + "\n");
+  std::printf("%s\n", j.dump(2).c_str());
+  return status;
+}
+
+int process(app::AppContext& app, Flags& f, const std::string& argv0) {
+  if (f.model.empty()) f.model = default_model(argv0.c_str());
+  FLURRY_CHECK(!f.model.empty(), "no --model given and no default checkpoint found: run `make models` "
+                                 "(it installs all-MiniLM-L6-v2 under models-cache/) or pass --model DIR");
+  FLURRY_CHECK(app.device == "cpu", "flurry-embed runs on the CPU reference path in this build; use --device cpu");
+  FLURRY_CHECK(!(f.normalize && f.no_normalize), "--normalize and --no-normalize together");
+  f.embed.normalize = f.normalize ? 1 : (f.no_normalize ? 0 : -1);
+  f.embed.fp16_output = f.dtype == "float16";
+  f.text.format = parse_text_format(f.input_format);
+  f.text.glob = app.inputs.glob == "*" ? "*.txt" : app.inputs.glob;
+  StageTimers timers;
+  std::optional<bert::EmbedAssets> assets;
+  {
+    ScopedStage st(&timers, "load");
+    assets.emplace(bert::load_embed_assets(f.model));
+  }
+  bert::CpuEncoder enc(*assets, f.embed, &timers);
+  LOG_INFO("model " << f.model << ": " << assets->model->config().num_hidden_layers << " layers, dim " << enc.dim()
+                    << ", pooling " << bert::pooling_name(assets->sentence.pooling) << ", normalize "
+                    << (bert::effective_normalize(*assets, f.embed) ? "yes" : "no") << ", max_seq_length "
+                    << bert::effective_max_len(*assets, f.embed) << "; device cpu");
+  if (f.mode == "eval") return run_eval(app, *assets, f, enc, &timers);
+  std::vector<std::string> paths = app.inputs.paths;
+  if (!app.inputs.input_list.empty()) {
+    std::ifstream in(app.inputs.input_list);
+    FLURRY_CHECK(in.good(), "cannot read input list " << app.inputs.input_list);
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line[0] != '#') paths.push_back(line);
+    }
+  }
+  if (f.mode == "search") FLURRY_CHECK(!f.corpus.empty(), "search needs --corpus DIR (an earlier embed run's output)");
+  const int status = bert::run_embed(app, *assets, f.embed, enc, paths, f.text, &timers);
+  if (f.mode == "search" && app.dist.is_root()) {
+    bert::write_search(bert::load_embedded(f.corpus), bert::load_embedded(app.runner.output_dir), f.top_k,
+                       app.runner.output_dir + "/search.jsonl");
+    LOG_INFO("top-" << f.top_k << " per query: " << app.runner.output_dir << "/search.jsonl");
+  }
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  app::AppSpec spec;
+  spec.binary = "flurry-embed";
+  spec.description = "sentence embeddings with BERT-family encoders (sentence-transformers folders), search and "
+                     "BEIR retrieval evaluation";
+  spec.batch_size_help = "texts encoded together (the CPU reference path encodes one at a time)";
+  spec.rewrite_args = mode_word;
+  Flags f;
+  spec.add_flags = [&](CLI::App& cli) { add_flags(cli, f); };
+  const std::string argv0 = argv[0];
+  return app::run_app(argc, argv, spec, [&](app::AppContext& a) { return process(a, f, argv0); });
+}

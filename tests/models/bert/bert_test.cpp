@@ -1,0 +1,187 @@
+// all-MiniLM-L6-v2 on the CPU reference path against sentence-transformers
+// (tests/fixtures/bert/make_goldens.py): the token ids it feeds the model (truncated at
+// max_seq_length 256, not tokenizer.json's 128) and the embedding, cosine >= 0.99999 per sentence;
+// the sentence-transformers configuration read from the folder; checkpoints and configs this BERT
+// cannot run refused with the reason; batching does not change a vector.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "models/bert/app/embed_job.h"
+#include "models/bert/model.h"
+#include "runtime/check.h"
+#include "tests/common/test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace flurry::bert {
+namespace {
+
+std::string minilm_dir() { return std::string(FLURRY_SOURCE_DIR) + "/models-cache/all-MiniLM-L6-v2"; }
+
+class MiniLM : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (fs::exists(minilm_dir() + "/model.safetensors")) assets_ = new EmbedAssets(load_embed_assets(minilm_dir()));
+  }
+  static void TearDownTestSuite() {
+    delete assets_;
+    assets_ = nullptr;
+  }
+  void SetUp() override {
+    FLURRY_REQUIRE_MODEL_DATA(assets_ != nullptr, minilm_dir() << " absent (run make models: tools/fetch_minilm.sh)");
+  }
+  static nlohmann::json goldens() {
+    std::ifstream in(test::fixture_path("bert/minilm_goldens.json"));
+    return nlohmann::json::parse(in);
+  }
+  static EmbedAssets* assets_;
+};
+EmbedAssets* MiniLM::assets_ = nullptr;
+
+double cosine(const float* a, const std::vector<float>& b) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    ab += static_cast<double>(a[i]) * b[i];
+    aa += static_cast<double>(a[i]) * a[i];
+    bb += static_cast<double>(b[i]) * b[i];
+  }
+  return ab / std::sqrt(aa * bb);
+}
+
+TEST_F(MiniLM, SentenceTransformersConfigurationIsRead) {
+  EXPECT_TRUE(assets_->sentence.sentence_transformers);
+  EXPECT_EQ(assets_->sentence.pooling, Pooling::kMean);
+  EXPECT_TRUE(assets_->sentence.normalize);
+  EXPECT_EQ(assets_->sentence.max_seq_length, 256);  // sentence_bert_config.json, not tokenizer.json's 128
+  EXPECT_EQ(assets_->model->config().hidden_size, 384);
+  EXPECT_EQ(assets_->model->config().head_dim(), 32);
+}
+
+TEST_F(MiniLM, TokensAndEmbeddingsMatchSentenceTransformers) {
+  const nlohmann::json g = goldens();
+  ASSERT_EQ(g["max_seq_length"], 256);
+  EmbedOptions o;
+  CpuEncoder enc(*assets_, o, nullptr);
+  const int64_t d = enc.dim();
+  double worst = 1.0;
+  for (const auto& c : g["cases"]) {
+    const std::string text = c["text"];
+    const auto want_ids = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(assets_->tokenizer->encode(text, 256), want_ids) << text;
+    std::vector<TextRow> rows(1);
+    rows[0].text = text;
+    std::vector<float> v(static_cast<size_t>(d));
+    std::vector<std::string> errors;
+    std::vector<int64_t> tokens;
+    enc.encode(rows, v.data(), &errors, &tokens);
+    ASSERT_TRUE(errors[0].empty()) << errors[0];
+    EXPECT_EQ(tokens[0], static_cast<int64_t>(want_ids.size()));
+    const auto want = c["embedding"].get<std::vector<float>>();
+    ASSERT_EQ(want.size(), static_cast<size_t>(d));
+    const double cs = cosine(v.data(), want);
+    worst = std::min(worst, cs);
+    EXPECT_GE(cs, 0.99999) << text;
+    double norm = 0;
+    for (float x : v) norm += static_cast<double>(x) * x;
+    EXPECT_NEAR(norm, 1.0, 1e-5) << "modules.json's Normalize";
+    for (int64_t j = 0; j < d; ++j) EXPECT_NEAR(v[static_cast<size_t>(j)], want[static_cast<size_t>(j)], 2e-5) << text;
+  }
+  std::printf("worst cosine to sentence-transformers: %.9f\n", worst);
+}
+
+TEST_F(MiniLM, BatchingDoesNotChangeAVector) {
+  const nlohmann::json g = goldens();
+  EmbedOptions o;
+  CpuEncoder enc(*assets_, o, nullptr);
+  const int64_t d = enc.dim();
+  std::vector<TextRow> rows;
+  for (const auto& c : g["cases"]) {
+    TextRow r;
+    r.text = c["text"];
+    rows.push_back(r);
+  }
+  rows[3].error = "a bad row in the middle";
+  std::vector<float> all(rows.size() * static_cast<size_t>(d), -1.0f);
+  std::vector<std::string> errors;
+  std::vector<int64_t> tokens;
+  enc.encode(rows, all.data(), &errors, &tokens);
+  EXPECT_EQ(errors[3], "a bad row in the middle");
+  for (int64_t j = 0; j < d; ++j) EXPECT_EQ(all[static_cast<size_t>(3 * d + j)], 0.0f);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i == 3) continue;
+    std::vector<float> one(static_cast<size_t>(d));
+    enc.encode({rows[i]}, one.data(), &errors, &tokens);
+    for (int64_t j = 0; j < d; ++j) ASSERT_EQ(one[static_cast<size_t>(j)], all[i * static_cast<size_t>(d) + static_cast<size_t>(j)]);
+  }
+}
+
+TEST(BertCheckpoint, RefusesWhatItCannotRun) {
+  const fs::path dir = fs::temp_directory_path() / ("flurry-bert-bad-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  nlohmann::json cfg = {{"model_type", "bert"}, {"hidden_size", 32}, {"num_hidden_layers", 2},
+                        {"num_attention_heads", 4}, {"intermediate_size", 64}, {"vocab_size", 50},
+                        {"max_position_embeddings", 16}, {"type_vocab_size", 2}, {"layer_norm_eps", 1e-12}};
+  const BertConfig c = bert_config_from_json(cfg, "cfg");
+  models::WeightTable t = bert_weight_table(c);
+  models::write_random_checkpoint(t, (dir / "model.safetensors").string(), {7, DType::F32, 1});
+  std::ofstream(dir / "config.json") << cfg.dump();
+  auto m = BertModel::load(dir.string());
+  // Every token's embedding is finite and the pooled vector is unit length when normalised.
+  BertScratch s(*m, 16);
+  const int32_t ids[5] = {1, 7, 9, 3, 2};
+  bert_forward(*m, ids, 5, s);
+  std::vector<float> v(32);
+  pool(s.hidden.data(), 5, 32, Pooling::kMean, v.data());
+  l2_normalize(v.data(), 32);
+  double n = 0;
+  for (float x : v) n += static_cast<double>(x) * x;
+  EXPECT_NEAR(n, 1.0, 1e-6);
+  EXPECT_THROW(bert_forward(*m, ids, 17, s), Error);
+  const int32_t bad[1] = {50};
+  EXPECT_THROW(bert_forward(*m, bad, 1, s), Error);
+
+  auto expect_refused = [&](nlohmann::json j, const std::string& what) {
+    try {
+      bert_config_from_json(j, "cfg");
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  nlohmann::json r = cfg;
+  r["model_type"] = "roberta";
+  expect_refused(r, "model_type 'roberta'");
+  r = cfg;
+  r["hidden_act"] = "gelu_new";
+  expect_refused(r, "hidden_act 'gelu_new'");
+  r = cfg;
+  r["position_embedding_type"] = "relative_key";
+  expect_refused(r, "relative_key");
+  r = cfg;
+  r["num_attention_heads"] = 5;
+  expect_refused(r, "not a multiple");
+  r = cfg;
+  r.erase("hidden_size");
+  expect_refused(r, "hidden_size");
+
+  // A checkpoint of another shape is refused naming the tensor.
+  nlohmann::json wider = cfg;
+  wider["intermediate_size"] = 96;
+  std::ofstream(dir / "config.json") << wider.dump();
+  try {
+    BertModel::load(dir.string());
+    ADD_FAILURE() << "a checkpoint of the wrong shape was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("intermediate.dense"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace flurry::bert

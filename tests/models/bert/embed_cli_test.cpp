@@ -1,0 +1,154 @@
+// flurry-embed as a user runs it: a JSONL corpus with bad rows and a plain text file, alone and as
+// two ranks under mpirun; embeddings.npy (numpy's format) row-aligned with ids.jsonl, every row once
+// in input order, bad rows as errors with zero vectors, vectors equal to sentence-transformers'
+// for the golden sentences, --resume doing nothing twice; then search and a BEIR eval on a tiny
+// folder whose answers are known.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "io/npy.h"
+#include "tests/common/test_util.h"
+#include "tests/dist/subprocess.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace flurry {
+namespace {
+
+std::string minilm_dir() { return std::string(FLURRY_SOURCE_DIR) + "/models-cache/all-MiniLM-L6-v2"; }
+
+class EmbedCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FLURRY_REQUIRE_MODEL_DATA(fs::exists(minilm_dir() + "/model.safetensors"),
+                              minilm_dir() << " absent (run make models: tools/fetch_minilm.sh)");
+    dir_ = fs::temp_directory_path() / ("flurry-embed-cli-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::ifstream in(test::fixture_path("bert/minilm_goldens.json"));
+    goldens_ = json::parse(in);
+    std::ofstream c(dir_ / "corpus.jsonl");
+    for (size_t i = 0; i < 6; ++i) {
+      c << json{{"_id", "g" + std::to_string(i)}, {"text", goldens_["cases"][i]["text"]}}.dump() << "\n";
+      if (i == 2) c << "{broken json\n";
+      if (i == 4) c << json{{"_id", "empty"}, {"text", "  "}}.dump() << "\n";
+    }
+    std::ofstream(dir_ / "extra.txt") << "one more line\nand another\n";
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  }
+  void TearDown() override {
+    if (!HasFailure() && !dir_.empty()) fs::remove_all(dir_);
+  }
+  std::string embed(const std::string& launcher, const std::string& out, const std::string& extra) const {
+    return launcher + " " + FLURRY_EMBED_BIN + " --device cpu --model " + minilm_dir() + " --id-field _id --chunk-rows 3 " +
+           "--output-dir " + (dir_ / out).string() + " " + extra + " " + (dir_ / "corpus.jsonl").string() + " " +
+           (dir_ / "extra.txt").string() + " 2>&1";
+  }
+  // 10 rows: g0 g1 g2 <broken> g3 g4 <empty> g5, then two lines of extra.txt.
+  void check(const std::string& out) const {
+    const NpyMatrix m = read_npy((dir_ / out / "embeddings.npy").string());
+    ASSERT_EQ(m.rows, 10);
+    ASSERT_EQ(m.cols, 384);
+    std::vector<json> ids;
+    std::ifstream in(dir_ / out / "ids.jsonl");
+    for (std::string l; std::getline(in, l);) ids.push_back(json::parse(l));
+    ASSERT_EQ(ids.size(), 10u);
+    const std::vector<std::string> want_ids = {"g0", "g1", "g2", "", "g3", "g4", "", "g5", "", ""};
+    for (size_t r = 0; r < ids.size(); ++r) {
+      EXPECT_EQ(ids[r]["row"], r);
+      const bool bad = r == 3 || r == 6;
+      EXPECT_EQ(ids[r]["status"], bad ? "error" : "ok") << ids[r].dump();
+      if (!want_ids[r].empty()) {
+        EXPECT_EQ(ids[r]["id"], want_ids[r]);
+      }
+      double norm = 0;
+      for (int64_t j = 0; j < 384; ++j) norm += std::pow(m.data[r * 384 + static_cast<size_t>(j)], 2);
+      EXPECT_NEAR(norm, bad ? 0.0 : 1.0, 1e-5) << "row " << r;
+    }
+    EXPECT_EQ(ids[8]["id"], (dir_ / "extra.txt").string() + ":0");
+    // The golden sentences' vectors are sentence-transformers'.
+    const std::vector<size_t> golden_row = {0, 1, 2, 4, 5, 7};
+    for (size_t i = 0; i < golden_row.size(); ++i) {
+      const auto want = goldens_["cases"][i]["embedding"].get<std::vector<float>>();
+      for (size_t j = 0; j < 384; ++j) ASSERT_NEAR(m.data[golden_row[i] * 384 + j], want[j], 2e-5) << "case " << i;
+    }
+    std::ifstream min(dir_ / out / "manifest.json");
+    const json man = json::parse(min);
+    EXPECT_EQ(man["rows"], 10);
+    EXPECT_EQ(man["row_errors"], 2);
+    EXPECT_EQ(man["embedding"]["dim"], 384);
+  }
+  fs::path dir_;
+  json goldens_;
+};
+
+TEST_F(EmbedCli, AloneThenResume) {
+  auto run = test::run_command(embed("", "one", ""), 300);
+  EXPECT_EQ(run.exit_code, 1) << "two rows are errors\n" << run.output;
+  check("one");
+  run = test::run_command(embed("", "one", "--resume"), 300);
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_NE(run.output.find("4 of 4 inputs already have a record"), std::string::npos) << run.output;
+  check("one");
+}
+
+TEST_F(EmbedCli, TwoRanksUnderMpirunAndFloat16) {
+  if (std::string(FLURRY_MPIEXEC).empty()) GTEST_SKIP() << "mpirun not found";
+  const std::string mpirun = std::string(FLURRY_MPIEXEC) +
+                             " --oversubscribe --bind-to none --mca btl self,vader --mca oob_tcp_if_include lo -np 2";
+  auto run = test::run_command(embed(mpirun, "two", "--threads 1"), 300);
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  check("two");
+  run = test::run_command(embed("", "half", "--dtype float16"), 300);
+  const NpyMatrix h = read_npy((dir_ / "half" / "embeddings.npy").string());
+  EXPECT_EQ(h.dtype, NpyDtype::kFloat16);
+  const NpyMatrix f = read_npy((dir_ / "two" / "embeddings.npy").string());
+  ASSERT_EQ(h.data.size(), f.data.size());
+  for (size_t i = 0; i < f.data.size(); ++i) ASSERT_NEAR(h.data[i], f.data[i], 1e-3);
+}
+
+TEST_F(EmbedCli, SearchAndBeirEval) {
+  // A tiny BEIR folder: three documents, two queries, each with one relevant document.
+  const fs::path beir = dir_ / "beir";
+  fs::create_directories(beir / "qrels");
+  std::ofstream(beir / "corpus.jsonl")
+      << json{{"_id", "paris"}, {"title", "Paris"}, {"text", "Paris is the capital and largest city of France."}}.dump() << "\n"
+      << json{{"_id", "horse"}, {"title", "Horse"}, {"text", "The horse is a domesticated, one-toed, hoofed mammal."}}.dump() << "\n"
+      << json{{"_id", "gpu"}, {"title", "GPU"}, {"text", "A graphics processing unit accelerates matrix multiplication."}}.dump() << "\n";
+  std::ofstream(beir / "queries.jsonl") << json{{"_id", "q1"}, {"text", "What is the capital of France?"}}.dump() << "\n"
+                                        << json{{"_id", "q2"}, {"text", "Which animal has hooves?"}}.dump() << "\n";
+  std::ofstream(beir / "qrels" / "test.tsv") << "query-id\tcorpus-id\tscore\nq1\tparis\t1\nq2\thorse\t1\n";
+  auto run = test::run_command(std::string(FLURRY_EMBED_BIN) + " eval --device cpu --model " + minilm_dir() +
+                                   " --beir " + beir.string() + " --output-dir " + (dir_ / "eval").string() + " 2>&1",
+                               300);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::ifstream ein(dir_ / "eval" / "eval.json");
+  const json e = json::parse(ein);
+  EXPECT_EQ(e["queries"], 2);
+  EXPECT_EQ(e["hit@1"], 1.0) << e.dump();
+  EXPECT_EQ(e["recall@5"], 1.0);
+  EXPECT_EQ(e["ndcg@10"], 1.0);
+  // search against the embedded corpus: the same answers.
+  std::ofstream(dir_ / "q.txt") << "capital city of France\n";
+  run = test::run_command(std::string(FLURRY_EMBED_BIN) + " search --device cpu --model " + minilm_dir() + " --corpus " +
+                              (dir_ / "eval" / "corpus").string() + " --top-k 2 --output-dir " + (dir_ / "s").string() +
+                              " " + (dir_ / "q.txt").string() + " 2>&1",
+                          300);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::ifstream sin(dir_ / "s" / "search.jsonl");
+  std::string line;
+  ASSERT_TRUE(static_cast<bool>(std::getline(sin, line)));
+  const json s = json::parse(line);
+  ASSERT_EQ(s["results"].size(), 2u);
+  EXPECT_EQ(s["results"][0]["id"], "paris");
+}
+
+}  // namespace
+}  // namespace flurry
