@@ -139,13 +139,13 @@ int process(flurry::app::AppContext& app, const Flags& f) {
   std::optional<flurry::whisper::WhisperAssets> loaded;
   {
     flurry::ScopedStage stage(&timers, "load");
-    loaded.emplace(flurry::whisper::load_whisper_assets(f.model));
+    loaded.emplace(flurry::whisper::load_whisper_assets(f.model, /*cpu_model=*/device == "cpu"));
   }
   const flurry::whisper::WhisperAssets& assets = *loaded;
   const TranscribeOptions options = make_options(f, assets);
-  LOG_INFO("model " << f.model << ": " << assets.model->config().d_model << " wide, "
-                    << assets.model->config().encoder_layers << "+" << assets.model->config().decoder_layers
-                    << " layers, " << assets.model->config().num_mel_bins << " mels; device " << device);
+  LOG_INFO("model " << f.model << ": " << assets.config.d_model << " wide, " << assets.config.encoder_layers << "+"
+                    << assets.config.decoder_layers << " layers, " << assets.config.num_mel_bins << " mels; device "
+                    << device);
   flurry::whisper::WindowBackend backend;
 #if FLURRY_WHISPER_GPU
   std::unique_ptr<flurry::whisper::WhisperGpu> gpu;
@@ -159,7 +159,11 @@ int process(flurry::app::AppContext& app, const Flags& f) {
     go.plan.enc_batch = app.common.batch_size;
     go.plan.max_slots = app.common.batch_size * group;
     go.max_gpu_memory = app.max_gpu_bytes;
-    gpu = flurry::whisper::WhisperGpu::create(*assets.model, go);
+    {
+      // Weights straight from the memory-mapped checkpoint to the device: no fp32 host model.
+      flurry::ScopedStage stage(&timers, "upload");
+      gpu = flurry::whisper::WhisperGpu::load(f.model, go);
+    }
     gpu_decoder = std::make_unique<flurry::whisper::GpuDecoderModel>(*gpu);
     backend.decoder = gpu_decoder.get();
     backend.encode = [&](const float* mel) { gpu_decoder->encode_audio(0, mel); };

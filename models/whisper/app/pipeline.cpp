@@ -49,22 +49,24 @@ SpecialTokens decoder_tokens(const WhisperSpecialTokens& n, const BpeTokenizer& 
 
 }  // namespace
 
-WhisperAssets load_whisper_assets(const std::string& dir) {
+WhisperAssets load_whisper_assets(const std::string& dir, bool cpu_model) {
   FLURRY_CHECK(fs::is_directory(dir), "model directory '" << dir << "' does not exist");
   WhisperAssets a;
   a.dir = dir;
-  a.model = WhisperModel::load(dir);
+  a.config = load_whisper_config((fs::path(dir) / "config.json").string());
+  if (cpu_model) a.model = WhisperModel::load(dir);
   a.tokenizer = std::make_shared<const BpeTokenizer>(BpeTokenizer::from_dir(dir));
   a.names = WhisperSpecialTokens::resolve(*a.tokenizer);
   const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
   const Json gen = fs::exists(gen_path) ? read_json_file(gen_path) : Json::object();
   a.special = decoder_tokens(a.names, *a.tokenizer, gen);
-  a.special.validate(static_cast<int>(a.model->config().vocab_size));
+  a.special.validate(static_cast<int>(a.config.vocab_size));
   return a;
 }
 
 Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
                            const TranscribeOptions& options, double* duration_s, StageTimers* timers) {
+  FLURRY_CHECK(assets.model != nullptr, "transcribe_file: the assets were loaded without the CPU model");
   CpuDecoderModel decoder(assets.model);
   WindowBackend backend;
   backend.timers = timers;
@@ -83,7 +85,7 @@ Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
     audio = load_audio_16k(path);
   }
   *duration_s = static_cast<double>(audio.size()) / kAudioSampleRate;
-  const int n_mels = static_cast<int>(assets.model->config().num_mel_bins);
+  const int n_mels = static_cast<int>(assets.config.num_mel_bins);
   std::optional<LogMel> mel_holder;
   {
     ScopedStage stage(timers, "mel");

@@ -19,7 +19,8 @@ namespace flurry::whisper {
 
 struct WhisperAssets {
   std::string dir;
-  std::shared_ptr<const WhisperModel> model;
+  WhisperConfig config;
+  std::shared_ptr<const WhisperModel> model;  // the fp32 CPU model; null when loaded for the GPU only
   std::shared_ptr<const BpeTokenizer> tokenizer;
   WhisperSpecialTokens names;  // resolved by name from the tokenizer
   SpecialTokens special;       // the decoder's view, with generation_config.json's lists
@@ -27,7 +28,9 @@ struct WhisperAssets {
 
 // Reads config.json, the safetensors weights, the tokenizer files and generation_config.json
 // (suppress_tokens, begin_suppress_tokens; both optional) from `dir`. Throws naming what is wrong.
-WhisperAssets load_whisper_assets(const std::string& dir);
+// With cpu_model = false the fp32 CPU model is not built (a GPU rank uploads its weights straight
+// from the checkpoint and must not hold a host copy: 6 GB for large-v3).
+WhisperAssets load_whisper_assets(const std::string& dir, bool cpu_model = true);
 
 // Transcribes one file on the CPU reference path; throws flurry::Error for a bad file.
 Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
