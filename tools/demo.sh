@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make demo: transcribe sample speech with the small real checkpoint `make models` installed, on the
-# CPU path, and print the transcripts. Sample speech: ../shared/data/speech/jfk.wav when present,
-# plus two sentences spoken by espeak-ng.
+# make demo: transcribe sample speech and embed a few passages with the small real checkpoints
+# `make models` installed, on the CPU path; prints the transcripts and each question's nearest
+# passage. Sample speech: ../shared/data/speech/jfk.wav when present, plus two sentences spoken by
+# espeak-ng.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -34,4 +35,30 @@ for line in open(sys.argv[1]):
         print(f"{r['id']}: ERROR {r['error']}")
 PY
 echo "demo: results in $work/out (results.jsonl, manifest.json, outputs/ with one .txt per file)" >&2
+
+# Embeddings: a few passages with all-MiniLM-L6-v2, then the nearest passage for two questions.
+EMB=models-cache/all-MiniLM-L6-v2
+if [ -f "$EMB/model.safetensors" ]; then
+  cat > "$work/passages.txt" <<'TXT'
+Paris is the capital and most populous city of France.
+The horse is a domesticated, one-toed, hoofed mammal.
+A graphics processing unit accelerates matrix multiplication.
+Whisper transcribes speech in many languages.
+TXT
+  printf 'Which city is the capital of France?\nWhat hardware speeds up neural networks?\n' > "$work/questions.txt"
+  echo "demo: embedding 4 passages with $EMB on the CPU" >&2
+  "$BUILD/bin/flurry-embed" --device cpu --model "$EMB" --output-dir "$work/emb" "$work/passages.txt" --log-level warn
+  "$BUILD/bin/flurry-embed" search --device cpu --model "$EMB" --corpus "$work/emb" --top-k 1 \
+    --output-dir "$work/hits" "$work/questions.txt" --log-level warn
+  python3 - "$work" <<'PY'
+import json, sys
+w = sys.argv[1]
+passages = open(f"{w}/passages.txt").read().splitlines()
+questions = open(f"{w}/questions.txt").read().splitlines()
+for line, q in zip(open(f"{w}/hits/search.jsonl"), questions):
+    best = json.loads(line)["results"][0]
+    print(f"{q} -> {passages[best['row']]} (cosine {best['score']:.3f})")
+PY
+  echo "demo: embeddings in $work/emb (embeddings.npy, ids.jsonl, manifest.json)" >&2
+fi
 exit $rc

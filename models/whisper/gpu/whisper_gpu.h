@@ -226,7 +226,8 @@ void decoder_forward(WhisperGpu& g, const std::vector<GpuSeq>& seqs, float* last
 // Copies the first `len` cache rows of slot `from` into slot `to` in every decoder layer.
 void copy_slot(WhisperGpu& g, int from, int to, int len);
 
-// ---- design note: in-flight batching (not built yet) ------------------------------------------
+// ---- design note: in-flight batching (slot pool, compaction and batched admission are built:
+// models/whisper/inflight_core.h + gpu/inflight.h; reader threads, prefill and graphs are not) ----
 // The per-file driver (GpuDecoderModel under transcribe()) runs one window at a time, which keeps
 // the GPU path exactly the CPU path's semantics. The throughput path replaces it with:
 //  - a window queue fed by reader threads (decode + resample + pinned staging), encoded in chunks
