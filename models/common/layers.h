@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "models/common/weight_table.h"
 #include "runtime/gemm.h"
@@ -22,6 +23,15 @@ struct CpuContext {
   float* proj = nullptr;    // [rows, d]
   float* ffn = nullptr;     // [rows, ffn_dim]
   float* scores = nullptr;  // attention_scratch_floats(rows, kv_len)
+};
+
+// The buffers behind a CpuContext, owned by a model's state and sized once for the most rows one
+// call processes: qkv_cols is the widest in_proj output (3d for fused self-attention), score_floats
+// attention_scratch_floats of the largest attention call.
+struct CpuBuffers {
+  std::vector<float> normed, qkv, attn, proj, ffn, scores;
+  void resize(int64_t rows, int64_t d, int64_t qkv_cols, int64_t ffn_dim, int64_t score_floats);
+  CpuContext context(float eps);
 };
 
 // y[rows, l.out] = x[rows, l.in] W^T (+ b, then the epilogue's activation). A bias-free linear takes

@@ -72,9 +72,9 @@ void run_layers(const WhisperModel& m, WhisperState& st, const int32_t* tokens, 
 void project_logits(const WhisperModel& m, WhisperState& st, int64_t first, int64_t rows, float* logits) {
   const WhisperConfig& c = m.config();
   const int64_t d = st.d_model;
-  models::layernorm(m.dec_ln, st.scratch->hidden.data() + first * d, st.scratch->normed.data(), rows, d,
+  models::layernorm(m.dec_ln, st.scratch->hidden.data() + first * d, st.scratch->blocks.normed.data(), rows, d,
                     c.layer_norm_eps);
-  linear_cpu(st.scratch->normed.data(), m.output_projection(), nullptr, logits, rows, d, c.vocab_size);
+  linear_cpu(st.scratch->blocks.normed.data(), m.output_projection(), nullptr, logits, rows, d, c.vocab_size);
 }
 
 }  // namespace

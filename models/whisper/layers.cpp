@@ -4,16 +4,7 @@
 namespace flurry::whisper {
 
 models::CpuContext cpu_context(WhisperState& st, float eps) {
-  WhisperScratch& s = *st.scratch;
-  models::CpuContext ctx;
-  ctx.eps = eps;
-  ctx.normed = s.normed.data();
-  ctx.qkv = s.qkv.data();
-  ctx.attn = s.attn.data();
-  ctx.proj = s.proj.data();
-  ctx.ffn = s.ffn.data();
-  ctx.scores = s.scores.data();
-  return ctx;
+  return st.scratch->blocks.context(eps);
 }
 
 models::AttentionOptions attention_options(int64_t heads, int64_t head_dim, bool causal) {

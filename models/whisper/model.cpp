@@ -108,13 +108,9 @@ WhisperState::WhisperState(const WhisperModel& model, int64_t max_tokens_) {
   s.conv_scratch.resize(sz(std::max(conv1d_scratch_floats(c.num_mel_bins, n_frames, 1),
                                     conv1d_scratch_floats(d, n_frames, 2))));
   s.hidden.resize(sz(rows * d));
-  s.normed.resize(sz(rows * d));
-  s.qkv.resize(sz(rows * 3 * d));
-  s.attn.resize(sz(rows * d));
-  s.proj.resize(sz(rows * d));
-  s.ffn.resize(sz(rows * ffn_dim));
-  s.scores.resize(sz(std::max(attention_scratch_floats(n_ctx, n_ctx),
-                              attention_scratch_floats(max_tokens, std::max(n_ctx, max_tokens)))));
+  s.blocks.resize(rows, d, 3 * d, ffn_dim,
+                  std::max(attention_scratch_floats(n_ctx, n_ctx),
+                           attention_scratch_floats(max_tokens, std::max(n_ctx, max_tokens))));
 }
 
 }  // namespace flurry::whisper

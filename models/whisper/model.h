@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "io/safetensors.h"
+#include "models/common/layers.h"
 #include "models/common/weight_table.h"
 #include "models/whisper/config.h"
 
@@ -93,7 +94,8 @@ struct WhisperEncoding {
 // Rows = max(n_ctx, max_tokens).
 struct WhisperScratch {
   std::vector<float> conv_in, conv_scratch;  // conv1 output [n_frames, d]; im2col columns
-  std::vector<float> hidden, normed, qkv, attn, proj, ffn, scores;
+  std::vector<float> hidden;                  // the residual stream [rows, d]
+  models::CpuBuffers blocks;                  // the shared blocks' scratch
 };
 
 // Everything one sequence needs while it runs, allocated once from the config and `max_tokens`

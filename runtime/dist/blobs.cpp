@@ -17,16 +17,6 @@ namespace flurry::dist {
 
 namespace {
 
-void write_all_fd(int fd, const char* data, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, data, n);
-    if (w < 0 && errno == EINTR) continue;
-    FLURRY_CHECK(w > 0, "write to " << path << " failed: " << std::strerror(errno));
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 void pread_all(int fd, char* out, size_t n, uint64_t offset, const std::string& path) {
   while (n > 0) {
     const ssize_t r = ::pread(fd, out, n, static_cast<off_t>(offset));
@@ -85,7 +75,7 @@ BlobWriter::~BlobWriter() {
 nlohmann::json BlobWriter::append(const void* data, size_t n, const std::string& file_name) {
   std::lock_guard<std::mutex> lock(mutex_);
   const uint64_t offset = end_;
-  write_all_fd(fd_, static_cast<const char*>(data), n, path_);
+  write_fd_fully(fd_, static_cast<const char*>(data), n, path_);
   end_ += n;
   unsynced_ += static_cast<int64_t>(n);
   if (unsynced_ >= sync_bytes_) {
@@ -146,7 +136,7 @@ uint64_t merge_blobs(const std::string& output_dir, const std::string& name,
   int in = -1;
   try {
     const std::string head = header ? header(total) : std::string();
-    write_all_fd(out, head.data(), head.size(), tmp);
+    write_fd_fully(out, head.data(), head.size(), tmp);
     uint64_t at = 0;
     for (auto& rec : records) {
       if (!rec.contains("data")) continue;
@@ -166,7 +156,7 @@ uint64_t merge_blobs(const std::string& output_dir, const std::string& name,
         const size_t n = static_cast<size_t>(std::min<uint64_t>(bytes - done, buf.size()));
         pread_all(in, buf.data(), n, offset + done, file);
         h = fnv1a64(buf.data(), n, h);
-        write_all_fd(out, buf.data(), n, tmp);
+        write_fd_fully(out, buf.data(), n, tmp);
         done += n;
       }
       FLURRY_CHECK(h == d["fnv"].get<uint64_t>(), "the data of input '" << rec["id"].get<std::string>() << "' in "

@@ -19,16 +19,6 @@ namespace flurry::dist {
 
 namespace {
 
-void write_all(int fd, const char* data, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, data, n);
-    if (w < 0 && errno == EINTR) continue;
-    FLURRY_CHECK(w > 0, "write to " << path << " failed: " << std::strerror(errno));
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 // Cuts the file after its last newline: what follows it is a record a killed writer never finished.
 void cut_torn_tail(int fd, const std::string& path) {
   struct stat st {};
@@ -64,6 +54,16 @@ bool valid_record(const Json& j) {
 
 }  // namespace
 
+void write_fd_fully(int fd, const char* data, size_t n, const std::string& path) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    FLURRY_CHECK(w > 0, "write to " << path << " failed: " << std::strerror(errno));
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
 std::string shard_dir(const std::string& output_dir) { return output_dir + "/shards"; }
 std::string shard_path(const std::string& output_dir, int rank) {
   return shard_dir(output_dir) + "/rank-" + std::to_string(rank) + ".jsonl";
@@ -88,7 +88,7 @@ void ShardWriter::append(const Json& record) {
   std::string line = record.dump(-1, ' ', false, Json::error_handler_t::replace);
   line += '\n';
   std::lock_guard<std::mutex> lock(mutex_);
-  write_all(fd_, line.data(), line.size(), path_);
+  write_fd_fully(fd_, line.data(), line.size(), path_);
   if (++unsynced_ >= sync_every_) {
     FLURRY_CHECK(::fsync(fd_) == 0, "fsync " << path_ << ": " << std::strerror(errno));
     unsynced_ = 0;
@@ -151,7 +151,7 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   FLURRY_CHECK(fd >= 0, "cannot create " << tmp << ": " << std::strerror(errno));
   try {
-    write_all(fd, content.data(), content.size(), tmp);
+    write_fd_fully(fd, content.data(), content.size(), tmp);
     FLURRY_CHECK(::fsync(fd) == 0, "fsync " << tmp << ": " << std::strerror(errno));
   } catch (...) {
     ::close(fd);

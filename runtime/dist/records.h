@@ -54,6 +54,9 @@ std::unordered_map<std::string, Json> load_records(const std::string& output_dir
 // readers see the old file or the new one, never a part.
 void write_file_atomic(const std::string& path, const std::string& content);
 
+// write(2) until all `n` bytes are written (EINTR retried); throws naming `path` on failure.
+void write_fd_fully(int fd, const char* data, size_t n, const std::string& path);
+
 std::string shard_dir(const std::string& output_dir);
 std::string shard_path(const std::string& output_dir, int rank);
 
