@@ -6,7 +6,7 @@
 // against goldens written by it): added tokens are cut out of the text first, the rest is split
 // by the GPT-2 pattern, each piece's bytes are mapped to the byte-level alphabet and merged by
 // rank. Post-processing templates (Whisper's <|startoftranscript|> prefix) are not applied here;
-// the model code builds its prompt from WhisperSpecialTokens (io/whisper_tokens.h).
+// the model code builds its prompt from the special tokens it resolves by name (models/whisper/tokens.h).
 //
 // Immutable after loading, so one instance is shared by every reader thread.
 #pragma once

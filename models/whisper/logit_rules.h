@@ -35,6 +35,9 @@ struct SpecialTokens {
   std::vector<int> blank_tokens;
 
   bool multilingual() const { return !languages.empty(); }
+  bool is_timestamp(int id) const { return id >= timestamp_begin; }
+  // Seconds of a timestamp token (0.02 s per step).
+  double timestamp_seconds(int id) const { return (id - timestamp_begin) * 0.02; }
   // Id of a language code; throws for a code the checkpoint does not know.
   int language_id(const std::string& code) const;
   // Code of a language token id, or "" when `id` is not one.

@@ -12,42 +12,13 @@
 #include "models/whisper/app/features.h"
 #include "runtime/ref/logmel.h"
 #include "models/whisper/text_metrics.h"
+#include "models/whisper/tokens.h"
 #include "runtime/check.h"
 
 namespace flurry::whisper {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-SpecialTokens decoder_tokens(const WhisperSpecialTokens& n, const BpeTokenizer& tok, const Json& gen) {
-  SpecialTokens sp;
-  sp.sot = n.sot;
-  sp.eot = n.eot;
-  sp.transcribe = n.transcribe;
-  sp.translate = n.translate;
-  sp.sot_lm = n.start_of_lm;
-  sp.sot_prev = n.start_of_prev;
-  sp.no_speech = n.no_speech;
-  sp.no_timestamps = n.no_timestamps;
-  sp.timestamp_begin = n.timestamp_begin;
-  for (const std::string& code : n.language_codes) sp.languages.emplace_back(code, n.language_to_id.at(code));
-  if (gen.is_object() && gen.contains("suppress_tokens") && gen["suppress_tokens"].is_array()) {
-    sp.suppress_tokens = gen["suppress_tokens"].get<std::vector<int>>();
-  }
-  // The blank is the tokenizer's encoding of " "; generation_config's begin_suppress_tokens holds
-  // the same ids plus EOT, and is preferred when present.
-  if (gen.is_object() && gen.contains("begin_suppress_tokens") && gen["begin_suppress_tokens"].is_array()) {
-    for (int id : gen["begin_suppress_tokens"].get<std::vector<int>>()) {
-      if (id != sp.eot) sp.blank_tokens.push_back(id);
-    }
-  } else {
-    sp.blank_tokens = tok.encode(" ", false);
-  }
-  return sp;
-}
-
-}  // namespace
 
 WhisperAssets load_whisper_assets(const std::string& dir, bool cpu_model) {
   FLURRY_CHECK(fs::is_directory(dir), "model directory '" << dir << "' does not exist");
@@ -56,10 +27,9 @@ WhisperAssets load_whisper_assets(const std::string& dir, bool cpu_model) {
   a.config = load_whisper_config((fs::path(dir) / "config.json").string());
   if (cpu_model) a.model = WhisperModel::load(dir);
   a.tokenizer = std::make_shared<const BpeTokenizer>(BpeTokenizer::from_dir(dir));
-  a.names = WhisperSpecialTokens::resolve(*a.tokenizer);
   const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
   const Json gen = fs::exists(gen_path) ? read_json_file(gen_path) : Json::object();
-  a.special = decoder_tokens(a.names, *a.tokenizer, gen);
+  a.special = resolve_special_tokens(*a.tokenizer, gen);
   a.special.validate(static_cast<int>(a.config.vocab_size));
   return a;
 }

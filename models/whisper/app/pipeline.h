@@ -9,7 +9,6 @@
 #include <nlohmann/json.hpp>
 
 #include "io/bpe_tokenizer.h"
-#include "io/whisper_tokens.h"
 #include "io/writers.h"
 #include "models/whisper/model.h"
 #include "models/whisper/transcribe.h"
@@ -22,8 +21,7 @@ struct WhisperAssets {
   WhisperConfig config;
   std::shared_ptr<const WhisperModel> model;  // the fp32 CPU model; null when loaded for the GPU only
   std::shared_ptr<const BpeTokenizer> tokenizer;
-  WhisperSpecialTokens names;  // resolved by name from the tokenizer
-  SpecialTokens special;       // the decoder's view, with generation_config.json's lists
+  SpecialTokens special;  // by name from the tokenizer, with generation_config.json's lists
 };
 
 // Reads config.json, the safetensors weights, the tokenizer files and generation_config.json

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "io/bpe_tokenizer.h"
-#include "io/whisper_tokens.h"
+#include "models/whisper/tokens.h"
 #include "runtime/check.h"
 #include "tests/common/test_util.h"
 
@@ -21,26 +21,35 @@ TEST(WhisperTokens, ResolvesByNameOnFixtureTokenizer) {
   for (const char* dir : {"tokenizer/tiny", "tokenizer/tiny_slow", "tokenizer/tiny_legacy"}) {
     SCOPED_TRACE(dir);
     const auto tok = BpeTokenizer::from_dir(test::fixture_path(dir));
-    const auto w = WhisperSpecialTokens::resolve(tok);
+    const auto w = whisper::resolve_special_tokens(tok);
     EXPECT_EQ(w.sot, *tok.token_to_id("<|startoftranscript|>"));
     EXPECT_EQ(w.eot, *tok.token_to_id("<|endoftext|>"));
     EXPECT_EQ(w.translate, *tok.token_to_id("<|translate|>"));
     EXPECT_EQ(w.transcribe, *tok.token_to_id("<|transcribe|>"));
     EXPECT_EQ(w.no_timestamps, *tok.token_to_id("<|notimestamps|>"));
     EXPECT_EQ(w.no_speech, *tok.token_to_id("<|nospeech|>"));
-    EXPECT_EQ(w.start_of_prev, *tok.token_to_id("<|startofprev|>"));
-    EXPECT_EQ(w.start_of_lm, *tok.token_to_id("<|startoflm|>"));
+    EXPECT_EQ(w.sot_prev, *tok.token_to_id("<|startofprev|>"));
+    EXPECT_EQ(w.sot_lm, *tok.token_to_id("<|startoflm|>"));
     EXPECT_EQ(w.timestamp_begin, *tok.token_to_id("<|0.00|>"));
     EXPECT_EQ(w.timestamp_begin + 50, *tok.token_to_id("<|1.00|>"));
     EXPECT_NEAR(w.timestamp_seconds(*tok.token_to_id("<|0.50|>")), 0.5, 1e-9);
     EXPECT_TRUE(w.is_timestamp(*tok.token_to_id("<|0.02|>")));
     EXPECT_FALSE(w.is_timestamp(w.eot));
     // make_goldens.py adds the languages in this order between sot and translate.
-    EXPECT_EQ(w.language_codes, (std::vector<std::string>{"en", "de", "yue"}));
-    EXPECT_EQ(w.language_id("yue"), tok.token_to_id("<|yue|>"));
-    EXPECT_EQ(w.language_code(*tok.token_to_id("<|de|>")), std::optional<std::string>("de"));
-    EXPECT_FALSE(w.language_id("fr").has_value());
-    EXPECT_FALSE(w.language_code(w.eot).has_value());
+    std::vector<std::string> codes;
+    for (const auto& [code, id] : w.languages) codes.push_back(code);
+    EXPECT_EQ(codes, (std::vector<std::string>{"en", "de", "yue"}));
+    EXPECT_EQ(w.language_id("yue"), *tok.token_to_id("<|yue|>"));
+    EXPECT_EQ(w.language_code(*tok.token_to_id("<|de|>")), "de");
+    EXPECT_THROW(w.language_id("fr"), Error);
+    EXPECT_EQ(w.language_code(w.eot), "");
+    // No generation_config: the blank is the tokenizer's encoding of " ", nothing else suppressed.
+    EXPECT_EQ(w.blank_tokens, tok.encode(" ", false));
+    EXPECT_TRUE(w.suppress_tokens.empty());
+    const auto g = whisper::resolve_special_tokens(
+        tok, nlohmann::json{{"suppress_tokens", {1, 2}}, {"begin_suppress_tokens", {220, w.eot}}});
+    EXPECT_EQ(g.suppress_tokens, (std::vector<int>{1, 2}));
+    EXPECT_EQ(g.blank_tokens, (std::vector<int>{220}));  // EOT is added by the rule itself
   }
 }
 
@@ -54,7 +63,7 @@ TEST(WhisperTokens, NonWhisperTokenizerIsRejectedWithTheMissingName) {
   }
   const auto tok = BpeTokenizer::from_tokenizer_json(path);
   try {
-    WhisperSpecialTokens::resolve(tok);
+    whisper::resolve_special_tokens(tok);
     FAIL() << "expected flurry::Error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("<|startoftranscript|>"), std::string::npos) << e.what();

@@ -6,8 +6,8 @@
 
 #include "models/whisper/text_metrics.h"
 #include "models/whisper/transcribe.h"
-#include "tests/whisper_decode/fake_model.h"
-#include "tests/whisper_decode/golden_json.h"
+#include "tests/models/whisper/decode/fake_model.h"
+#include "tests/models/whisper/decode/golden_json.h"
 
 namespace flurry::whisper::test {
 namespace {

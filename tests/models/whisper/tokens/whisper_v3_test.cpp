@@ -11,7 +11,7 @@
 
 #include "io/bpe_tokenizer.h"
 #include "io/json_file.h"
-#include "io/whisper_tokens.h"
+#include "models/whisper/tokens.h"
 #include "tests/common/test_util.h"
 
 namespace flurry {
@@ -30,21 +30,23 @@ TEST(WhisperTokens, LargeV3MatchesHuggingFace) {
         ? BpeTokenizer::from_tokenizer_json(v3_dir() + "/tokenizer.json")
         : BpeTokenizer::from_vocab_merges(v3_dir() + "/vocab.json", v3_dir() + "/merges.txt", v3_dir());
     EXPECT_EQ(tok.vocab_size(), g.at("vocab_size").get<int>());
-    const auto w = WhisperSpecialTokens::resolve(tok);
+    const auto w = whisper::resolve_special_tokens(tok);
     const Json& named = g.at("special_ids");
     EXPECT_EQ(w.eot, named.at("<|endoftext|>").get<int>());
     EXPECT_EQ(w.sot, named.at("<|startoftranscript|>").get<int>());
     EXPECT_EQ(w.translate, named.at("<|translate|>").get<int>());
     EXPECT_EQ(w.transcribe, named.at("<|transcribe|>").get<int>());
-    EXPECT_EQ(w.start_of_lm, named.at("<|startoflm|>").get<int>());
-    EXPECT_EQ(w.start_of_prev, named.at("<|startofprev|>").get<int>());
+    EXPECT_EQ(w.sot_lm, named.at("<|startoflm|>").get<int>());
+    EXPECT_EQ(w.sot_prev, named.at("<|startofprev|>").get<int>());
     EXPECT_EQ(w.no_speech, named.at("<|nospeech|>").get<int>());
     EXPECT_EQ(w.no_timestamps, named.at("<|notimestamps|>").get<int>());
     EXPECT_EQ(w.timestamp_begin, named.at("<|0.00|>").get<int>());
     EXPECT_EQ(w.timestamp_begin + 1500, named.at("<|30.00|>").get<int>());
-    EXPECT_EQ(w.language_codes, g.at("languages").get<std::vector<std::string>>());
-    EXPECT_EQ(w.language_codes.size(), 100u);
-    const std::vector<int> prefix{w.sot, *w.language_id("de"), w.transcribe, w.no_timestamps};
+    std::vector<std::string> codes;
+    for (const auto& [code, id] : w.languages) codes.push_back(code);
+    EXPECT_EQ(codes, g.at("languages").get<std::vector<std::string>>());
+    EXPECT_EQ(codes.size(), 100u);
+    const std::vector<int> prefix{w.sot, w.language_id("de"), w.transcribe, w.no_timestamps};
     EXPECT_EQ(prefix, g.at("prefix_de_transcribe").get<std::vector<int>>());
 
     int failures = 0;

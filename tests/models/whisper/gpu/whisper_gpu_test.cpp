@@ -23,7 +23,7 @@
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
 #include "tests/common/test_util.h"
-#include "tests/whisper_gpu/random_model.h"
+#include "tests/models/whisper/gpu/random_model.h"
 
 namespace flurry::whisper {
 namespace {

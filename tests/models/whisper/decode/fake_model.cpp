@@ -1,4 +1,4 @@
-#include "tests/whisper_decode/fake_model.h"
+#include "tests/models/whisper/decode/fake_model.h"
 
 #include <algorithm>
 #include <cmath>

@@ -7,7 +7,7 @@
 #include "models/whisper/gpu/gpu_decoder_model.h"
 #include "models/whisper/gpu/whisper_gpu.h"
 #include "tests/common/test_util.h"
-#include "tests/whisper_e2e/e2e_util.h"
+#include "tests/models/whisper/e2e/e2e_util.h"
 
 namespace flurry::whisper {
 namespace {

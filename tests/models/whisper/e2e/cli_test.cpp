@@ -10,7 +10,7 @@
 #include "io/json_file.h"
 #include "tests/common/test_util.h"
 #include "tests/dist/subprocess.h"
-#include "tests/whisper_e2e/e2e_util.h"
+#include "tests/models/whisper/e2e/e2e_util.h"
 
 namespace flurry {
 namespace {

@@ -8,7 +8,7 @@
 #include "models/whisper/logit_rules.h"
 #include "models/whisper/text_metrics.h"
 #include "runtime/check.h"
-#include "tests/whisper_decode/golden_json.h"
+#include "tests/models/whisper/decode/golden_json.h"
 
 namespace flurry::whisper::test {
 namespace {

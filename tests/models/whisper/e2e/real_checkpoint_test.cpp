@@ -8,7 +8,7 @@
 #include "io/wer.h"
 #include "models/whisper/app/pipeline.h"
 #include "tests/common/test_util.h"
-#include "tests/whisper_e2e/e2e_util.h"
+#include "tests/models/whisper/e2e/e2e_util.h"
 
 namespace flurry::whisper {
 namespace {
