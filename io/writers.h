@@ -8,24 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "io/transcript.h"
+
 namespace flurry {
-
-struct Segment {
-  double start = 0.0, end = 0.0;  // seconds from the start of the input
-  std::string text;
-  double avg_logprob = 0.0, no_speech_prob = 0.0, compression_ratio = 0.0;
-  std::vector<int> tokens;
-  // openai-whisper also reports where the 30-second window started (in mel frames) and the
-  // temperature the segment was decoded at; JSON carries both.
-  int seek = 0;
-  double temperature = 0.0;
-};
-
-struct Transcript {
-  std::string id, language, text;
-  double duration = 0.0;  // seconds of audio
-  std::vector<Segment> segments;
-};
 
 // "HH:MM:SS,mmm" style timestamps. Hours appear when `always_include_hours` or when non-zero.
 // Throws flurry::Error for negative or non-finite seconds.

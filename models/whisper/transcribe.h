@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "io/transcript.h"
 #include "models/whisper/decoding.h"
 
 namespace flurry::whisper {
@@ -26,25 +27,9 @@ struct TranscribeOptions {
   bool carry_initial_prompt = false;  // prepend initial_prompt to every window's prompt
 };
 
-struct Segment {
-  int id = 0;
-  int seek = 0;        // mel frame the window started at
-  double start = 0.0;  // seconds
-  double end = 0.0;
-  std::string text;
-  std::vector<int> tokens;  // including timestamp tokens; empty when the segment was cleared
-  double temperature = 0.0;
-  double avg_logprob = 0.0;
-  double compression_ratio = 0.0;
-  double no_speech_prob = 0.0;
-};
-
-struct Transcript {
-  std::string language;
-  std::vector<Segment> segments;
-  std::vector<int> all_tokens;  // initial prompt, then every kept segment's tokens
-  std::string text;
-};
+// The decoding fills language, text, segments and all_tokens; the binary adds id and duration.
+using Segment = flurry::Segment;
+using Transcript = flurry::Transcript;
 
 // Makes the model's audio 0 the encoder output of mel frames [seek, seek + n_frames), zero-padded
 // to 3000 frames (openai-whisper's pad_or_trim of the window). The caller owns audio, mel and

@@ -185,17 +185,18 @@ int process(flurry::app::AppContext& app, const Flags& f) {
   }
   return flurry::dist::run_job(app.dist, opts, items, [&](const flurry::dist::WorkItem& item) {
     double duration = 0.0;
-    const flurry::whisper::Transcript t =
+    flurry::whisper::Transcript t =
         backend.decoder != nullptr
             ? flurry::whisper::transcribe_file(assets, item.id, options, &duration, backend)
             : flurry::whisper::transcribe_file(assets, item.id, options, &duration, &timers);
+    t.id = item.id;
     if (!formats.empty()) {
       // Keyed by the input's path below the folder all inputs share: a/x.wav and b/x.wav never collide.
       const std::filesystem::path base = flurry::dist::item_output_base(opts, item);
-      flurry::write_transcript_files(flurry::whisper::to_output(t, item.id, duration), base.parent_path().string(),
+      flurry::write_transcript_files(t, base.parent_path().string(),
                                      base.filename().string(), formats);
     }
-    return flurry::whisper::transcript_record(t, duration);
+    return flurry::whisper::transcript_record(t);
   });
 }
 

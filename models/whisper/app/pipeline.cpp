@@ -79,6 +79,7 @@ Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
   const auto t0 = std::chrono::steady_clock::now();
   Transcript t = transcribe(*backend.decoder, assets.special, options, static_cast<int>(mel.content_frames),
                             encode_window, detokenize);
+  t.duration = *duration_s;
   if (timers != nullptr) {
     // transcribe() interleaves the encoder (timed above) and the decoding; decode is the rest.
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -87,31 +88,9 @@ Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
   return t;
 }
 
-flurry::Transcript to_output(const Transcript& t, const std::string& id, double duration_s) {
-  flurry::Transcript out;
-  out.id = id;
-  out.language = t.language;
-  out.text = t.text;
-  out.duration = duration_s;
-  for (const Segment& s : t.segments) {
-    flurry::Segment o;
-    o.start = s.start;
-    o.end = s.end;
-    o.text = s.text;
-    o.avg_logprob = s.avg_logprob;
-    o.no_speech_prob = s.no_speech_prob;
-    o.compression_ratio = s.compression_ratio;
-    o.tokens = s.tokens;
-    o.seek = s.seek;
-    o.temperature = s.temperature;
-    out.segments.push_back(std::move(o));
-  }
-  return out;
-}
-
-nlohmann::json transcript_record(const Transcript& t, double duration_s) {
+nlohmann::json transcript_record(const Transcript& t) {
   // The runner adds id and status; the rest is the per-file JSON output's content.
-  nlohmann::json j = transcript_to_json(to_output(t, "", duration_s));
+  nlohmann::json j = transcript_to_json(t);
   j.erase("id");
   return j;
 }

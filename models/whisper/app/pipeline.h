@@ -48,10 +48,8 @@ struct WindowBackend {
 Transcript transcribe_file(const WhisperAssets& assets, const std::string& path,
                            const TranscribeOptions& options, double* duration_s, const WindowBackend& backend);
 
-// The canonical result record fields (language, duration, text, segments) for results.jsonl and
-// the per-file writers' view of the same transcript.
-nlohmann::json transcript_record(const Transcript& t, double duration_s);
-flurry::Transcript to_output(const Transcript& t, const std::string& id, double duration_s);
+// The canonical result record fields (language, duration, text, segments) for results.jsonl.
+nlohmann::json transcript_record(const Transcript& t);
 
 // The model directory used when --model is not given: $FLURRY_WHISPER_MODEL, else the checkpoint
 // `make demo` installs under models-cache/ (looked up from the working directory and from the
