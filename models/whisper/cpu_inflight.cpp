@@ -6,7 +6,7 @@
 
 #include "models/whisper/logit_rules.h"
 #include "runtime/check.h"
-#include "runtime/ref/logmel.h"
+#include "runtime/ref/audio/logmel.h"
 
 namespace flurry::whisper {
 

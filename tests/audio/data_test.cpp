@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "runtime/check.h"
-#include "runtime/ref/logmel.h"
+#include "runtime/ref/audio/logmel.h"
 #include "tests/audio/mel_golden.h"
 #include "tests/common/test_util.h"
 #ifdef FLURRY_HAVE_AUDIO

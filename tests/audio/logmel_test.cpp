@@ -15,7 +15,7 @@
 
 #include "io/json_file.h"
 #include "runtime/check.h"
-#include "runtime/ref/logmel.h"
+#include "runtime/ref/audio/logmel.h"
 #include "tests/audio/mel_golden.h"
 #include "tests/audio/mel_signals.h"
 #include "tests/common/test_util.h"

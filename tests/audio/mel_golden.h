@@ -12,7 +12,7 @@
 
 #include "io/json_file.h"
 #include "runtime/check.h"
-#include "runtime/ref/logmel.h"
+#include "runtime/ref/audio/logmel.h"
 #include "tests/common/test_util.h"
 
 namespace flurry::test {

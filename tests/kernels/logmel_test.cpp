@@ -1,4 +1,4 @@
-// GPU log-mel (kernels/logmel.cuh) against the double-precision CPU reference log_mel_window.
+// GPU log-mel (kernels/audio/logmel.cuh) against the double-precision CPU reference log_mel_window.
 //
 // Bounds. The GPU computes in fp32 (cuFFT R2C, fp32 power, fp32 filter sums, log10f) against a
 // reference in double. For bins well above the floor the error is a few fp32 ulps of the log
@@ -23,10 +23,10 @@
 #include <string>
 #include <vector>
 
-#include "kernels/logmel.cuh"
+#include "kernels/audio/logmel.cuh"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/stream.h"
-#include "runtime/ref/logmel.h"
+#include "runtime/ref/audio/logmel.h"
 #include "tests/common/test_util.h"
 #include "tests/kernels/gpu_buffers.h"
 

@@ -5,7 +5,7 @@
 
 #include "io/audio.h"
 #include "runtime/check.h"
-#include "runtime/ref/logmel.h"
+#include "runtime/ref/audio/logmel.h"
 
 namespace flurry::whisper {
 

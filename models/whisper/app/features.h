@@ -1,7 +1,7 @@
 // Log-mel input for long-form transcription, as openai-whisper's transcribe() computes it: the
 // audio with 30 s of silence appended, one spectrogram over all of it, clamped to (global max - 8).
 // Windows are cut from it (and zero-padded to 3000 frames) by the long-form driver. The single-
-// window reference (runtime/ref/logmel.h) normalises each window by its own maximum instead, which
+// window reference (runtime/ref/audio/logmel.h) normalises each window by its own maximum instead, which
 // is what Hugging Face's feature extractor does for one 30 s input.
 //
 // Two forms with the same numbers:

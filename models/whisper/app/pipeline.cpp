@@ -10,7 +10,7 @@
 #include "io/json_file.h"
 #include "models/whisper/app/cpu_decoder.h"
 #include "models/whisper/app/features.h"
-#include "runtime/ref/logmel.h"
+#include "runtime/ref/audio/logmel.h"
 #include "models/whisper/text_metrics.h"
 #include "models/whisper/tokens.h"
 #include "runtime/check.h"

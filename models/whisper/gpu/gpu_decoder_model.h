@@ -5,7 +5,7 @@
 // fork() permutes slots on the device, copying only the filled part of each cache, in an order
 // that never overwrites a slot before the copies that read it (a cycle goes through the spare slot
 // the state reserves). This is the simple, correct driver: the next step is device-side selection
-// (kernels/logits.cuh) so only the chosen tokens cross PCIe, and in-flight batching (the design
+// (models/whisper/gpu/logits.cuh) so only the chosen tokens cross PCIe, and in-flight batching (the design
 // note at the end of whisper_gpu.h).
 #pragma once
 

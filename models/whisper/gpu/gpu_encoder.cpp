@@ -8,9 +8,9 @@
 
 #include "kernels/attention.cuh"
 #include "kernels/bias_act.cuh"
-#include "kernels/conv_frontend.cuh"
+#include "models/whisper/gpu/conv_frontend.cuh"
 #include "kernels/layernorm.cuh"
-#include "kernels/logmel.cuh"
+#include "kernels/audio/logmel.cuh"
 #include "models/whisper/gpu/gpu_ops.h"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"

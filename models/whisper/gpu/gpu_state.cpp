@@ -5,9 +5,9 @@
 #include <functional>
 #include <string>
 
-#include "kernels/conv_frontend.cuh"
+#include "models/whisper/gpu/conv_frontend.cuh"
 #include "kernels/decode_attention.cuh"
-#include "kernels/logmel.cuh"
+#include "kernels/audio/logmel.cuh"
 #include "models/whisper/gpu/whisper_gpu.h"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"

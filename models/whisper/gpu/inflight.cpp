@@ -9,8 +9,8 @@
 #include <deque>
 #include <utility>
 
-#include "kernels/logits.cuh"
-#include "kernels/logmel.cuh"
+#include "models/whisper/gpu/logits.cuh"
+#include "kernels/audio/logmel.cuh"
 #include "models/whisper/gpu/gpu_ops.h"
 #include "runtime/audio_constants.h"
 #include "runtime/check.h"

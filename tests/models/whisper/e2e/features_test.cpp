@@ -7,7 +7,7 @@
 
 #include "io/audio.h"
 #include "models/whisper/app/features.h"
-#include "runtime/ref/logmel.h"
+#include "runtime/ref/audio/logmel.h"
 #include "tests/common/test_util.h"
 
 namespace flurry::whisper {

@@ -1,4 +1,4 @@
-// GPU next-token selection (kernels/logits.cuh) against the CPU logit rules of
+// GPU next-token selection (models/whisper/gpu/logits.cuh) against the CPU logit rules of
 // models/whisper/logit_rules.h, applied as DecodeRun::filter_row applies them (suppress_blank,
 // suppress_tokens, apply_timestamp_rules), then std::max_element (greedy), log_softmax, and the
 // beam search's partial_sort by (logprob desc, id asc).
@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/logits.cuh"
+#include "models/whisper/gpu/logits.cuh"
 #include "models/whisper/logit_rules.h"
 #include "runtime/cuda/cuda_check.h"
 #include "tests/common/test_util.h"

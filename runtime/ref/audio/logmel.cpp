@@ -1,5 +1,5 @@
-// Whisper log-mel spectrogram, CPU reference. See runtime/ref/logmel.h for the definition.
-#include "runtime/ref/logmel.h"
+// Whisper log-mel spectrogram, CPU reference. See runtime/ref/audio/logmel.h for the definition.
+#include "runtime/ref/audio/logmel.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "kernels/logits.cuh"
+#include "models/whisper/gpu/logits.cuh"
 
 #include <climits>
 

@@ -1,4 +1,4 @@
-#include "kernels/logmel.cuh"
+#include "kernels/audio/logmel.cuh"
 #include "kernels/device_types.cuh"
 
 #include <cuda_bf16.h>
@@ -13,7 +13,7 @@
 
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
-#include "runtime/ref/logmel.h"
+#include "runtime/ref/audio/logmel.h"
 
 #define CUFFT_CHECK(expr)                                                                      \
   do {                                                                                         \

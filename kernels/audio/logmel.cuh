@@ -1,6 +1,6 @@
 // Whisper's log-mel spectrogram on the GPU: a batch of 30 s windows -> [batch, n_mels, 3000].
 //
-// The definition is runtime/ref/logmel.h's (the CPU reference and test oracle): reflect pad 200,
+// The definition is runtime/ref/audio/logmel.h's (the CPU reference and test oracle): reflect pad 200,
 // periodic Hann 400, hop 160, 3000 frames, power of the 201 one-sided bins, Slaney mel filters,
 // log10(max(mel, 1e-10)), clamp at the window's max - 8, then (x + 4) / 4.
 //

@@ -1,4 +1,4 @@
-#include "kernels/conv_frontend.cuh"
+#include "models/whisper/gpu/conv_frontend.cuh"
 #include "kernels/device_types.cuh"
 
 #include <cuda_bf16.h>

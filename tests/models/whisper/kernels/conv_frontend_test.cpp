@@ -1,4 +1,4 @@
-// GPU encoder front end (kernels/conv_frontend.cuh) against the CPU reference: conv1d_k3_cpu +
+// GPU encoder front end (models/whisper/gpu/conv_frontend.cuh) against the CPU reference: conv1d_k3_cpu +
 // gelu_erf_inplace for both convolutions, then + positions, per window, in fp32 from inputs rounded
 // to the kernel's dtype. The GPU rounds h1 to the dtype between the convolutions (the reference
 // does not): one more rounding of 2^-9 (bf16) or 2^-12 (fp16) relative, well inside the per-dtype
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/conv_frontend.cuh"
+#include "models/whisper/gpu/conv_frontend.cuh"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/gemm_lt.h"
 #include "runtime/cuda/stream.h"
