@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "kernels/bias_act.cuh"
+#include "runtime/cuda/gemm_gpu.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/gemm_lt.h"
 #include "runtime/cuda/stream.h"

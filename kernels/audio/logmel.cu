@@ -1,5 +1,5 @@
 #include "kernels/audio/logmel.cuh"
-#include "kernels/device_types.cuh"
+#include "runtime/cuda/device_types.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

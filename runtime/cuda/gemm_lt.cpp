@@ -31,7 +31,7 @@ cublasLtEpilogue_t lt_epilogue(Epilogue e) {
     case Epilogue::BiasGeluTanh: return CUBLASLT_EPILOGUE_GELU_BIAS;  // tanh approximation
     case Epilogue::BiasGeluErf: break;
   }
-  FLURRY_FAIL("cuBLASLt has no exact erf-GELU epilogue: use gemm_gpu() (kernels/bias_act.cuh), "
+  FLURRY_FAIL("cuBLASLt has no exact erf-GELU epilogue: use gemm_gpu() (runtime/cuda/gemm_gpu.h), "
               "which runs Bias in cuBLASLt and the exact GELU in its own kernel");
 }
 

@@ -15,7 +15,7 @@
 // "GELU", but PyTorch's fallback for the same epilogue is gelu(approximate="tanh"), and
 // tests/kernels/gemm_test.cpp checks in fp32 that it is nearer gelu_tanh than the exact GELU).
 // BiasGeluErf, the exact GELU BERT and Whisper use, is not something cuBLASLt offers; GemmLt
-// refuses it and gemm_gpu() in kernels/bias_act.cuh runs it as the Bias epilogue followed by an
+// refuses it and gemm_gpu() in runtime/cuda/gemm_gpu.h runs it as the Bias epilogue followed by an
 // exact erf-GELU kernel. Model code calls gemm_gpu(), which takes every epilogue.
 //
 // Plans. The matmul descriptor, the four layouts, the preference and the algorithm the heuristic

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/bias_act.cuh"
+#include "runtime/cuda/gemm_gpu.h"
 #include "runtime/check.h"
 #include "runtime/cuda/gemm_lt.h"
 #include "runtime/cuda/stream.h"

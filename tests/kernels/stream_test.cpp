@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/bias_act.cuh"
+#include "runtime/cuda/gemm_gpu.h"
 #include "runtime/arena.h"
 #include "runtime/check.h"
 #include "runtime/cuda/gemm_lt.h"

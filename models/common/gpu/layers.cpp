@@ -1,7 +1,7 @@
 // GPU linear and residual LayerNorm shared by every model (see layers.h).
 #include "models/common/gpu/layers.h"
 
-#include "kernels/bias_act.cuh"
+#include "runtime/cuda/gemm_gpu.h"
 #include "kernels/layernorm.cuh"
 #include "runtime/check.h"
 

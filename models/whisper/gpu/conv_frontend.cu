@@ -1,12 +1,12 @@
 #include "models/whisper/gpu/conv_frontend.cuh"
-#include "kernels/device_types.cuh"
+#include "runtime/cuda/device_types.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
 
-#include "kernels/bias_act.cuh"
+#include "runtime/cuda/gemm_gpu.h"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
 

@@ -14,7 +14,7 @@
 #include <set>
 
 #include "kernels/attention.cuh"
-#include "kernels/bias_act.cuh"
+#include "runtime/cuda/gemm_gpu.h"
 #include "kernels/decode_attention.cuh"
 #include "kernels/embed.cuh"
 #include "kernels/layernorm.cuh"

@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "kernels/attention.cuh"
-#include "kernels/bias_act.cuh"
+#include "runtime/cuda/gemm_gpu.h"
 #include "models/whisper/gpu/conv_frontend.cuh"
 #include "kernels/layernorm.cuh"
 #include "kernels/audio/logmel.cuh"

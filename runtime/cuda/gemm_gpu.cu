@@ -1,5 +1,5 @@
-#include "kernels/bias_act.cuh"
-#include "kernels/device_types.cuh"
+#include "runtime/cuda/gemm_gpu.h"
+#include "runtime/cuda/device_types.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
