@@ -2,6 +2,7 @@
 #include "models/common/gpu/layers.h"
 
 #include "runtime/cuda/gemm_gpu.h"
+#include "kernels/attention.cuh"
 #include "kernels/layernorm.cuh"
 #include "runtime/check.h"
 
@@ -49,6 +50,38 @@ void gpu_ffn(const GpuContext& ctx, const GpuLinear& fc1, const GpuLinear& fc2, 
              int64_t rows) {
   gpu_linear(ctx, fc1, x, hidden, rows, Epilogue::BiasGeluErf);
   gpu_linear(ctx, fc2, hidden, out, rows);
+}
+
+void gpu_self_attention(const GpuContext& ctx, const GpuLinear& qkv, const GpuLinear& out_proj,
+                        const GpuAttentionShape& shape, const void* x, void* qkv_buf, void* attn_buf, void* out,
+                        int64_t rows) {
+  const int64_t d = ctx.d;
+  FLURRY_CHECK(qkv.out == 3 * d && out_proj.in == d && out_proj.out == d,
+               "gpu_self_attention: projections " << qkv.in << "->" << qkv.out << " and " << out_proj.in << "->"
+                                                  << out_proj.out << " for width " << d);
+  FLURRY_CHECK(int64_t{shape.heads} * shape.head_dim == d, "gpu_self_attention: " << shape.heads << " heads of "
+                                                                                  << shape.head_dim << " for width " << d);
+  FLURRY_CHECK(shape.cu_seqlens != nullptr || rows == int64_t{shape.batch} * shape.max_len,
+               "gpu_self_attention: a padded batch of " << shape.batch << " x " << shape.max_len << " rows, got " << rows);
+  gpu_linear(ctx, qkv, x, qkv_buf, rows);
+  const size_t elt = dtype_size(ctx.dtype);
+  FlashAttentionArgs a;
+  a.q = qkv_buf;
+  a.k = elem_ptr(qkv_buf, d, elt);
+  a.v = elem_ptr(qkv_buf, 2 * d, elt);
+  a.out = attn_buf;
+  a.q_ld = a.k_ld = a.v_ld = 3 * d;
+  a.out_ld = d;
+  a.type = ctx.dtype;
+  a.heads = shape.heads;
+  a.head_dim = shape.head_dim;
+  a.batch = shape.batch;
+  a.cu_seqlens_q = a.cu_seqlens_k = shape.cu_seqlens;
+  a.q_len = a.kv_len = shape.max_len;
+  a.scale = shape.scale;
+  a.causal = shape.causal;
+  flash_attention(a, ctx.stream);
+  gpu_linear(ctx, out_proj, attn_buf, out, rows);
 }
 
 }  // namespace flurry::models

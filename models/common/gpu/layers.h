@@ -51,6 +51,24 @@ void gpu_residual_layernorm(const GpuContext& ctx, void* x, const void* add, con
 void gpu_ffn(const GpuContext& ctx, const GpuLinear& fc1, const GpuLinear& fc2, const void* x, void* hidden, void* out,
              int64_t rows);
 
+// How the rows of a self-attention call form sequences.
+struct GpuAttentionShape {
+  int heads = 0, head_dim = 0;
+  int batch = 0;    // sequences
+  int max_len = 0;  // padded: every sequence's length (rows = batch * max_len); varlen: the longest
+  const int32_t* cu_seqlens = nullptr;  // device [batch + 1]: unpadded (varlen) rows; null: padded
+  float scale = 1.0f;  // 1 when head_dim^-0.5 is folded into q at load time (every model here)
+  bool causal = false;
+};
+
+// out[rows, d] = out_proj(attention(qkv(x))): the fused q|k|v projection into qkv_buf [rows, 3d],
+// flash attention within each sequence into attn_buf [rows, d], then the output projection. The
+// residual and LayerNorm are the caller's: pre-LN models add `out` in the next
+// gpu_residual_layernorm, post-LN models (BERT) call gpu_residual_layernorm(h, out) right after.
+void gpu_self_attention(const GpuContext& ctx, const GpuLinear& qkv, const GpuLinear& out_proj,
+                        const GpuAttentionShape& shape, const void* x, void* qkv_buf, void* attn_buf, void* out,
+                        int64_t rows);
+
 // Element offset of row `row` in a buffer of `elt`-byte elements with `width` columns.
 inline void* row_ptr(void* base, int64_t row, int64_t width, size_t elt) {
   return static_cast<char*>(base) + static_cast<size_t>(row * width) * elt;

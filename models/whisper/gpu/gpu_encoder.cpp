@@ -12,6 +12,7 @@
 #include "kernels/layernorm.cuh"
 #include "kernels/audio/logmel.cuh"
 #include "models/whisper/gpu/gpu_ops.h"
+#include "runtime/audio_constants.h"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
 
@@ -54,7 +55,7 @@ void logmel_windows(WhisperGpu& g, int n, const float* const* samples, const int
   FLURRY_CHECK(g.logmel != nullptr, "whisper gpu: log-mel on the device needs a plan with logmel = true");
   FLURRY_CHECK(n >= 1 && n <= s.plan.enc_batch, "whisper gpu: " << n << " windows for an encoder batch of "
                                                                  << s.plan.enc_batch);
-  constexpr int64_t kWindow = 480000;
+  constexpr int64_t kWindow = kAudioWindowSamples;
   std::vector<int32_t> lens(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
     lens[i] = std::max(0, std::min<int32_t>(lengths[i], static_cast<int32_t>(kWindow)));
@@ -82,23 +83,15 @@ namespace {
 void encoder_attention(WhisperGpu& g, const GpuEncoderLayer& l, int n) {
   WhisperGpuState& s = *g.state;
   const WhisperConfig& c = g.model->config();
-  const int64_t rows = int64_t{n} * s.n_ctx, d = s.d;
-  linear(g, l.qkv, s.enc_normed, s.enc_qkv, rows);
-  FlashAttentionArgs a;
-  a.q = s.enc_qkv;
-  a.k = gpu_detail::elem_ptr(s.enc_qkv, d, s.elt);
-  a.v = gpu_detail::elem_ptr(s.enc_qkv, 2 * d, s.elt);
-  a.out = s.enc_attn;
-  a.q_ld = a.k_ld = a.v_ld = 3 * d;
-  a.out_ld = d;
-  a.type = g.model->dtype();
-  a.heads = static_cast<int>(c.encoder_attention_heads);
-  a.head_dim = static_cast<int>(c.encoder_head_dim());
-  a.batch = n;  // padded batch: window b is rows [b T, (b+1) T); every window is full
-  a.q_len = a.kv_len = static_cast<int>(s.n_ctx);
-  a.scale = 1.0f;  // folded into the q rows of the fused QKV at load time
-  flash_attention(a, *g.stream);
-  linear(g, l.attn_out, s.enc_attn, s.enc_proj, rows);
+  const int64_t rows = int64_t{n} * s.n_ctx;
+  models::GpuAttentionShape shape;
+  shape.heads = static_cast<int>(c.encoder_attention_heads);
+  shape.head_dim = static_cast<int>(c.encoder_head_dim());
+  shape.batch = n;  // padded batch: window b is rows [b T, (b+1) T); every window is full
+  shape.max_len = static_cast<int>(s.n_ctx);
+  shape.scale = 1.0f;  // folded into the q rows of the fused QKV at load time
+  models::gpu_self_attention(gpu_detail::gpu_context(g), l.qkv, l.attn_out, shape, s.enc_normed, s.enc_qkv,
+                             s.enc_attn, s.enc_proj, rows);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "kernels/decode_attention.cuh"
 #include "kernels/audio/logmel.cuh"
 #include "models/whisper/gpu/whisper_gpu.h"
+#include "runtime/audio_constants.h"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/device.h"
@@ -17,7 +18,7 @@
 namespace flurry::whisper {
 namespace {
 
-constexpr int64_t kWindowSamples = 480000;  // 30 s at 16 kHz
+constexpr int64_t kWindowSamples = kAudioWindowSamples;
 constexpr const char* kLowerHint = "lower --batch-size or raise --max-gpu-memory";
 
 size_t align_up(size_t n) { return (n + Arena::kDefaultAlign - 1) / Arena::kDefaultAlign * Arena::kDefaultAlign; }
