@@ -67,21 +67,58 @@ void CpuEncoder::encode(const std::vector<TextRow>& rows, float* out, std::vecto
       continue;
     }
     (*tokens)[i] = static_cast<int64_t>(ids.size());
-    {
-      ScopedStage st(timers_, "encode");
-      bert_forward(*a_.model, ids.data(), static_cast<int64_t>(ids.size()), scratch_);
-    }
-    float* v = out + static_cast<int64_t>(i) * d;
-    pool(scratch_.hidden.data(), static_cast<int64_t>(ids.size()), d, a_.sentence.pooling, v);
-    if (normalize_) l2_normalize(v, d);
+    forward_pool(ids, out + static_cast<int64_t>(i) * d);
   }
+}
+
+void CpuEncoder::forward_pool(const std::vector<int32_t>& ids, float* v) {
+  const int64_t d = dim();
+  {
+    ScopedStage st(timers_, "encode");
+    bert_forward(*a_.model, ids.data(), static_cast<int64_t>(ids.size()), scratch_);
+  }
+  pool(scratch_.hidden.data(), static_cast<int64_t>(ids.size()), d, a_.sentence.pooling, v);
+  if (normalize_) l2_normalize(v, d);
+}
+
+void CpuEncoder::encode_ids(const std::vector<std::vector<int32_t>>& seqs, float* out) {
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    FLURRY_CHECK(static_cast<int64_t>(seqs[i].size()) <= max_len_,
+                 "encode_ids: " << seqs[i].size() << " tokens exceed max_seq_length " << max_len_);
+    forward_pool(seqs[i], out + static_cast<int64_t>(i) * dim());
+  }
+}
+
+std::vector<std::vector<int32_t>> token_windows(const std::vector<int32_t>& ids, int64_t chunk_tokens,
+                                                int64_t overlap, std::vector<std::pair<int64_t, int64_t>>* ranges) {
+  FLURRY_CHECK(ids.size() >= 2, "token_windows: expected [CLS] ... [SEP]");
+  const int64_t width = chunk_tokens - 2;
+  FLURRY_CHECK(width >= 1 && overlap >= 0 && overlap < width,
+               "--chunk-tokens " << chunk_tokens << " with --chunk-overlap " << overlap
+                                 << ": need chunk_tokens >= 3 and 0 <= overlap < chunk_tokens - 2");
+  const int64_t body = static_cast<int64_t>(ids.size()) - 2;
+  std::vector<std::vector<int32_t>> out;
+  ranges->clear();
+  for (int64_t b = 0;; b += width - overlap) {
+    const int64_t e = std::min(body, b + width);
+    std::vector<int32_t> w;
+    w.reserve(static_cast<size_t>(e - b + 2));
+    w.push_back(ids.front());
+    w.insert(w.end(), ids.begin() + 1 + b, ids.begin() + 1 + e);
+    w.push_back(ids.back());
+    out.push_back(std::move(w));
+    ranges->emplace_back(b, e);
+    if (e >= body) break;
+  }
+  return out;
 }
 
 namespace {
 
 // ids.jsonl from the merged chunk records, one line per row in row order; returns the error rows.
-int64_t write_ids(const std::string& out_dir, const std::vector<dist::WorkItem>& items) {
+int64_t write_ids(const std::string& out_dir, const std::vector<dist::WorkItem>& items, int64_t* next_row) {
   int64_t bad = 0;
+  *next_row = 0;
   std::ifstream in(out_dir + "/results.jsonl");
   FLURRY_CHECK(in.good(), out_dir << "/results.jsonl: cannot read the merged results");
   std::string text;
@@ -95,10 +132,18 @@ int64_t write_ids(const std::string& out_dir, const std::vector<dist::WorkItem>&
     const auto& ids = rec["row_ids"];
     const auto& errs = rec["row_errors"];
     const auto& toks = rec["row_tokens"];
-    for (int64_t r = 0; r < it.rows(); ++r) {
+    const bool chunked = rec.contains("row_doc_ids");
+    (void)it;
+    for (size_t r = 0; r < ids.size(); ++r) {
       nlohmann::ordered_json row;
-      row["row"] = it.row_begin + r;
+      row["row"] = *next_row;
+      ++*next_row;
       row["id"] = ids[static_cast<size_t>(r)];
+      if (chunked) {
+        row["doc_id"] = rec["row_doc_ids"][r];
+        row["token_start"] = rec["row_token_spans"][r][0];
+        row["token_end"] = rec["row_token_spans"][r][1];
+      }
       const std::string err = errs[static_cast<size_t>(r)].get<std::string>();
       row["status"] = err.empty() ? "ok" : "error";
       if (!err.empty()) {
@@ -133,7 +178,15 @@ int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOption
                              {"dtype", o.fp16_output ? "float16" : "float32"},
                              {"pooling", pooling_name(assets.sentence.pooling)},
                              {"normalize", effective_normalize(assets, o)},
-                             {"max_seq_length", effective_max_len(assets, o)}};
+                             {"max_seq_length", effective_max_len(assets, o)},
+                             {"chunk_tokens", o.chunk_tokens},
+                             {"chunk_overlap", o.chunk_overlap}};
+  if (o.chunk_tokens > 0) {
+    FLURRY_CHECK(o.chunk_tokens <= effective_max_len(assets, o),
+                 "--chunk-tokens " << o.chunk_tokens << " exceeds max_seq_length " << effective_max_len(assets, o));
+    FLURRY_CHECK(o.chunk_tokens >= 3 && o.chunk_overlap >= 0 && o.chunk_overlap < o.chunk_tokens - 2,
+                 "--chunk-overlap " << o.chunk_overlap << " must be in [0, chunk_tokens - 2)");
+  }
   const std::vector<dist::WorkItem> items = dist::share_items(&app.dist, [&] {
     ScopedStage st(timers, "index");
     std::vector<dist::WorkItem> out;
@@ -167,8 +220,60 @@ int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOption
         rows[static_cast<size_t>(r)].error = e.what();
       }
     }
-    vecs.assign(rows.size() * static_cast<size_t>(d), 0.0f);
-    enc.encode(rows, vecs.data(), &errors, &row_tokens);
+    nlohmann::json doc_ids = nlohmann::json::array(), spans = nlohmann::json::array();
+    if (o.chunk_tokens > 0) {
+      // Each text becomes its token windows, one output row each, keeping its document id.
+      std::vector<TextRow> out_rows;
+      std::vector<std::vector<int32_t>> seqs;
+      std::vector<size_t> seq_row;  // output row of each sequence
+      std::vector<std::pair<int64_t, int64_t>> ranges;
+      for (const TextRow& r : rows) {
+        std::vector<int32_t> all;
+        std::string err = r.error;
+        if (err.empty()) {
+          try {
+            ScopedStage st(timers, "tokenize");
+            all = assets.tokenizer->encode(r.text, 0);
+          } catch (const InputError& e) {
+            err = e.what();
+          }
+        }
+        if (!err.empty()) {
+          TextRow bad = r;
+          bad.error = err;
+          out_rows.push_back(bad);
+          doc_ids.push_back(r.id);
+          spans.push_back(nlohmann::json::array({0, 0}));
+          continue;
+        }
+        auto windows = token_windows(all, o.chunk_tokens, o.chunk_overlap, &ranges);
+        for (size_t k = 0; k < windows.size(); ++k) {
+          TextRow win = r;
+          win.id = r.id + "#" + std::to_string(k);
+          seq_row.push_back(out_rows.size());
+          out_rows.push_back(win);
+          doc_ids.push_back(r.id);
+          spans.push_back(nlohmann::json::array({ranges[k].first, ranges[k].second}));
+          seqs.push_back(std::move(windows[k]));
+        }
+      }
+      std::vector<float> seq_vecs(seqs.size() * static_cast<size_t>(d));
+      enc.encode_ids(seqs, seq_vecs.data());
+      vecs.assign(out_rows.size() * static_cast<size_t>(d), 0.0f);
+      errors.assign(out_rows.size(), "");
+      row_tokens.assign(out_rows.size(), 0);
+      for (size_t i = 0; i < out_rows.size(); ++i) errors[i] = out_rows[i].error;
+      for (size_t s = 0; s < seqs.size(); ++s) {
+        std::copy(seq_vecs.begin() + static_cast<std::ptrdiff_t>(s * static_cast<size_t>(d)),
+                  seq_vecs.begin() + static_cast<std::ptrdiff_t>((s + 1) * static_cast<size_t>(d)),
+                  vecs.begin() + static_cast<std::ptrdiff_t>(seq_row[s] * static_cast<size_t>(d)));
+        row_tokens[seq_row[s]] = static_cast<int64_t>(seqs[s].size());
+      }
+      rows = std::move(out_rows);
+    } else {
+      vecs.assign(rows.size() * static_cast<size_t>(d), 0.0f);
+      enc.encode(rows, vecs.data(), &errors, &row_tokens);
+    }
     int64_t tokens = 0;
     for (int64_t t : row_tokens) tokens += t;
     data->resize(vecs.size() * elt);
@@ -186,17 +291,21 @@ int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOption
       n_err += errors[r].empty() ? 0 : 1;
       toks.push_back(row_tokens[r]);
     }
-    return nlohmann::json{{"rows", static_cast<int64_t>(rows.size())}, {"row_errors_count", n_err},
-                          {"tokens", tokens},  {"row_ids", ids},
-                          {"row_errors", errs}, {"row_tokens", toks}};
+    nlohmann::json rec{{"rows", static_cast<int64_t>(rows.size())}, {"row_errors_count", n_err},
+                       {"tokens", tokens},  {"row_ids", ids},
+                       {"row_errors", errs}, {"row_tokens", toks}};
+    if (o.chunk_tokens > 0) {
+      rec["row_doc_ids"] = doc_ids;
+      rec["row_token_spans"] = spans;
+    }
+    return rec;
   });
   int64_t bad_rows = 0;
   if (app.dist.is_root()) {
-    bad_rows = write_ids(opts.output_dir, items);
-    // The runner's manifest counts chunks; add the rows.
-    nlohmann::json m = read_json_file(opts.output_dir + "/manifest.json");
     int64_t total = 0;
-    for (const auto& it : items) total += it.rows();
+    bad_rows = write_ids(opts.output_dir, items, &total);
+    // The runner's manifest counts work items; add the output rows.
+    nlohmann::json m = read_json_file(opts.output_dir + "/manifest.json");
     m["rows"] = total;
     m["row_errors"] = bad_rows;
     dist::write_file_atomic(opts.output_dir + "/manifest.json", m.dump(2) + "\n");

@@ -31,6 +31,10 @@ struct EmbedOptions {
   int normalize = -1;          // -1: as modules.json says; 0/1: forced
   bool fp16_output = false;    // embeddings.npy as float16
   int64_t rows_per_chunk = 1024;
+  // Long documents as windows of chunk_tokens tokens ([CLS] and [SEP] included) overlapping by
+  // chunk_overlap tokens, one output row per window; 0: one row per text, truncated.
+  int64_t chunk_tokens = 0;
+  int64_t chunk_overlap = 0;
 };
 
 // Text rows -> vectors [rows, d] (row-major fp32). Rows with an error (or whose text tokenizes to
@@ -42,6 +46,8 @@ class Encoder {
   // errors[i]: "" or why row i has no vector; tokens[i]: its token count ([CLS]/[SEP] included).
   virtual void encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
                       std::vector<int64_t>* tokens) = 0;
+  // Pre-tokenized sequences ([CLS] ... [SEP], each within max_seq_length) -> out [n, d].
+  virtual void encode_ids(const std::vector<std::vector<int32_t>>& seqs, float* out) = 0;
 };
 
 // The CPU reference: one sequence at a time through bert_forward (batching cannot change a result).
@@ -51,8 +57,10 @@ class CpuEncoder : public Encoder {
   int64_t dim() const override;
   void encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
               std::vector<int64_t>* tokens) override;
+  void encode_ids(const std::vector<std::vector<int32_t>>& seqs, float* out) override;
 
  private:
+  void forward_pool(const std::vector<int32_t>& ids, float* v);
   const EmbedAssets& a_;
   int64_t max_len_;
   bool normalize_;
@@ -61,6 +69,12 @@ class CpuEncoder : public Encoder {
 };
 
 int64_t effective_max_len(const EmbedAssets& a, const EmbedOptions& o);
+
+// One text's windows for --chunk-tokens: [CLS] + body[b, e) + [SEP] for e - b <= chunk_tokens - 2,
+// starting every chunk_tokens - 2 - overlap body tokens, the last one shorter; a text with no
+// tokens gives one window. `ranges` receives [b, e) per window, in body-token offsets.
+std::vector<std::vector<int32_t>> token_windows(const std::vector<int32_t>& with_specials, int64_t chunk_tokens,
+                                                int64_t overlap, std::vector<std::pair<int64_t, int64_t>>* ranges);
 bool effective_normalize(const EmbedAssets& a, const EmbedOptions& o);
 
 // Embeds `paths` (text inputs, see io/text_rows.h) into app.runner.output_dir: embeddings.npy

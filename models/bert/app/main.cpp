@@ -64,6 +64,12 @@ void add_flags(CLI::App& cli, Flags& f) {
   cli.add_flag("--no-normalize", f.no_normalize, "do not L2-normalise the vectors");
   cli.add_option("--dtype", f.dtype, "embeddings.npy element type")->check(CLI::IsMember({"float32", "float16"}));
   cli.add_option("--chunk-rows", f.embed.rows_per_chunk, "rows per work unit handed to a rank")->check(CLI::PositiveNumber);
+  cli.add_option("--chunk-tokens", f.embed.chunk_tokens,
+                 "split long texts into windows of this many tokens ([CLS]/[SEP] included), one row each, "
+                 "keeping doc_id and token offsets in ids.jsonl; 0: one row per text, truncated at max_seq_length")
+      ->check(CLI::NonNegativeNumber);
+  cli.add_option("--chunk-overlap", f.embed.chunk_overlap, "tokens shared by consecutive windows of --chunk-tokens")
+      ->check(CLI::NonNegativeNumber);
   cli.add_option("--corpus", f.corpus, "search: the output folder of an earlier embed run");
   cli.add_option("--top-k", f.top_k, "search/eval: documents per query")->check(CLI::PositiveNumber);
   cli.add_option("--beir", f.beir, "eval: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)");

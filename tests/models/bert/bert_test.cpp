@@ -120,6 +120,30 @@ TEST_F(MiniLM, BatchingDoesNotChangeAVector) {
   }
 }
 
+TEST(TokenWindows, CoverTheTextWithTheOverlapAsked) {
+  std::vector<int32_t> ids = {101};
+  for (int i = 0; i < 23; ++i) ids.push_back(1000 + i);
+  ids.push_back(102);
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  const auto w = token_windows(ids, 10, 3, &ranges);  // width 8, stride 5: [0,8) [5,13) [10,18) [15,23)
+  ASSERT_EQ(w.size(), 4u);
+  EXPECT_EQ(ranges, (std::vector<std::pair<int64_t, int64_t>>{{0, 8}, {5, 13}, {10, 18}, {15, 23}}));
+  for (size_t k = 0; k < w.size(); ++k) {
+    EXPECT_EQ(w[k].front(), 101);
+    EXPECT_EQ(w[k].back(), 102);
+    EXPECT_LE(w[k].size(), 10u);
+    for (int64_t j = ranges[k].first; j < ranges[k].second; ++j) {
+      EXPECT_EQ(w[k][static_cast<size_t>(j - ranges[k].first + 1)], 1000 + j);
+    }
+  }
+  // Short and empty texts: one window.
+  EXPECT_EQ(token_windows({101, 7, 102}, 10, 3, &ranges).size(), 1u);
+  EXPECT_EQ(token_windows({101, 102}, 10, 0, &ranges).size(), 1u);
+  EXPECT_EQ(ranges[0], (std::pair<int64_t, int64_t>{0, 0}));
+  EXPECT_THROW(token_windows(ids, 10, 8, &ranges), Error);  // overlap >= width: no progress
+  EXPECT_THROW(token_windows(ids, 2, 0, &ranges), Error);
+}
+
 TEST(BertCheckpoint, RefusesWhatItCannotRun) {
   const fs::path dir = fs::temp_directory_path() / ("flurry-bert-bad-" + std::to_string(::getpid()));
   fs::remove_all(dir);

@@ -114,6 +114,53 @@ TEST_F(EmbedCli, TwoRanksUnderMpirunAndFloat16) {
   for (size_t i = 0; i < f.data.size(); ++i) ASSERT_NEAR(h.data[i], f.data[i], 1e-3);
 }
 
+// --chunk-tokens: a long passage becomes overlapping windows, one row each with its document id and
+// token span; short texts stay one row.
+TEST_F(EmbedCli, LongDocumentsAsOverlappingWindows) {
+  const std::string long_text = goldens_["cases"][14]["text"];  // ~360 tokens
+  std::ofstream(dir_ / "docs.jsonl") << json{{"_id", "long"}, {"text", long_text}}.dump() << "\n"
+                                     << json{{"_id", "short"}, {"text", "A short one."}}.dump() << "\n";
+  const auto run = test::run_command(std::string(FLURRY_EMBED_BIN) + " --device cpu --model " + minilm_dir() +
+                                         " --id-field _id --chunk-tokens 128 --chunk-overlap 32 --output-dir " +
+                                         (dir_ / "chunks").string() + " " + (dir_ / "docs.jsonl").string() + " 2>&1",
+                                     300);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::vector<json> rows;
+  std::ifstream in(dir_ / "chunks" / "ids.jsonl");
+  for (std::string l; std::getline(in, l);) rows.push_back(json::parse(l));
+  const size_t body = goldens_["cases"][14]["ids"].size() - 2;  // the golden is truncated at 256
+  ASSERT_GE(rows.size(), 4u);
+  int64_t prev_end = -1;
+  size_t n_long = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i]["row"], i);
+    EXPECT_EQ(rows[i]["status"], "ok");
+    if (rows[i]["doc_id"] != "long") continue;
+    ++n_long;
+    const int64_t b = rows[i]["token_start"], e = rows[i]["token_end"];
+    EXPECT_EQ(rows[i]["id"], "long#" + std::to_string(n_long - 1));
+    EXPECT_LE(e - b, 126);
+    EXPECT_LE(rows[i]["tokens"].get<int64_t>(), 128);
+    if (prev_end >= 0) {
+      EXPECT_EQ(prev_end - b, 32) << "consecutive windows share 32 tokens";
+    } else {
+      EXPECT_EQ(b, 0);
+    }
+    prev_end = e;
+  }
+  EXPECT_GT(static_cast<size_t>(prev_end), body) << "the windows reach past the 256-token truncation";
+  EXPECT_EQ(rows.back()["doc_id"], "short");
+  EXPECT_EQ(rows.back()["id"], "short#0");
+  const NpyMatrix m = read_npy((dir_ / "chunks" / "embeddings.npy").string());
+  EXPECT_EQ(m.rows, static_cast<int64_t>(rows.size()));
+  // The first window starts like the truncated text: the same 126 first tokens, but not the same vector.
+  double dot = 0;
+  const auto whole = goldens_["cases"][14]["embedding"].get<std::vector<float>>();
+  for (size_t j = 0; j < 384; ++j) dot += m.data[j] * whole[j];
+  EXPECT_GT(dot, 0.8);
+  EXPECT_LT(dot, 0.99999);
+}
+
 TEST_F(EmbedCli, SearchAndBeirEval) {
   // A tiny BEIR folder: three documents, two queries, each with one relevant document.
   const fs::path beir = dir_ / "beir";
