@@ -88,6 +88,7 @@ NpyMatrix read_npy(const std::string& path) {
   FLURRY_CHECK(static_cast<size_t>(in.gcount()) == raw.size(),
                path << ": truncated: the header promises " << out.rows << " x " << out.cols << " values");
   out.data.resize(n);
+  if (n == 0) return out;  // (0, d): no data, and memcpy must not see the null pointers
   if (out.dtype == NpyDtype::kFloat32) {
     std::memcpy(out.data.data(), raw.data(), raw.size());
   } else {
