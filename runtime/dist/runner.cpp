@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
+#include <map>
 #include <memory>
 #include <filesystem>
 #include <sstream>
@@ -76,6 +77,22 @@ bool has_earlier_output(const std::string& dir) {
   return false;
 }
 
+// For jobs with item data: whether a record's bytes are intact in its data shard (a full read and
+// checksum, so each record is checked once per call site's pass). Null for jobs without data.
+std::function<bool(const Json&)> data_check(const RunnerOptions& opts) {
+  if (opts.data_output.empty()) return nullptr;
+  auto memo = std::make_shared<std::map<std::pair<std::string, uint64_t>, bool>>();
+  return [dir = opts.output_dir, memo](const Json& rec) {
+    if (!rec.contains("data") || !rec["data"].is_object()) return !rec.contains("data");
+    const auto key = std::make_pair(rec["data"].value("file", std::string()), rec["data"].value("offset", uint64_t{0}));
+    const auto it = memo->find(key);
+    if (it != memo->end()) return it->second;
+    const bool ok = blob_intact(dir, rec);
+    memo->emplace(key, ok);
+    return ok;
+  };
+}
+
 // Rank 0: prepares the output folder and returns the positions still to do.
 std::vector<int64_t> prepare_output(const RunnerOptions& opts, const std::vector<WorkItem>& items,
                                     int64_t* resumed) {
@@ -95,13 +112,11 @@ std::vector<int64_t> prepare_output(const RunnerOptions& opts, const std::vector
   std::unordered_set<std::string> done;
   if (opts.resume) {
     int64_t damaged = 0;
-    std::function<bool(const Json&)> sound;
-    if (!opts.data_output.empty()) sound = [&](const Json& rec) { return blob_intact(opts.output_dir, rec); };
+    const auto sound = data_check(opts);
     for (const auto& kv : load_records(opts.output_dir, sound)) {
       if (opts.retry_errors && kv.second["status"] != "ok") continue;
       // A job with binary outputs trusts an ok record only with its bytes intact in a data shard.
-      if (!opts.data_output.empty() && kv.second["status"] == "ok" &&
-          (!kv.second.contains("data") || !blob_intact(opts.output_dir, kv.second))) {
+      if (sound && kv.second["status"] == "ok" && (!kv.second.contains("data") || !sound(kv.second))) {
         ++damaged;
         continue;
       }
@@ -186,9 +201,7 @@ struct MergeResult {
 
 // Rank 0, after every shard is closed: results.jsonl in input order, each input exactly once.
 MergeResult write_results(const RunnerOptions& opts, const std::vector<WorkItem>& items) {
-  std::function<bool(const Json&)> sound;
-  if (!opts.data_output.empty()) sound = [&](const Json& rec) { return blob_intact(opts.output_dir, rec); };
-  auto records = load_records(opts.output_dir, sound);
+  auto records = load_records(opts.output_dir, data_check(opts));
   MergeResult m;
   std::vector<nlohmann::ordered_json> lines;
   lines.reserve(items.size());
@@ -370,50 +383,44 @@ int run_job_session(DistContext& ctx, const RunnerOptions& opts, const std::vect
   return bcast_status(ctx, status);
 }
 
-int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
-            const ProcessFn& process) {
+namespace {
+
+// The per-input loop of both run_job forms: the fatal-fault test hook, an InputError becomes the
+// input's error record, anything else is not the input's fault and stops the rank (going on would
+// turn every remaining input into an error record; --resume finishes instead).
+int run_items(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
+              const std::function<void(JobSession&, const WorkItem&)>& one) {
   const int64_t fatal_at = fatal_test_index();
   return run_job_session(ctx, opts, items, [&](JobSession& s) {
     WorkItem item;
     while (s.next(&item)) {
-      Json fields;
       try {
         if (item.index == fatal_at) FLURRY_FAIL("injected fatal fault (FLURRY_TEST_FATAL_AT=" << fatal_at << ")");
-        fields = process(item);
+        one(s, item);
       } catch (const InputError& e) {
         s.fail(item, e.what());
-        continue;
       } catch (const std::exception& e) {
-        // Not the input's fault: a device fault, a broken invariant, a bug. Going on would turn
-        // every remaining input into an error record; stop instead and let --resume finish.
         stop_rank(ctx, opts, item.id, e.what());
       }
-      s.complete(item, fields);
     }
   });
+}
+
+}  // namespace
+
+int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
+            const ProcessFn& process) {
+  return run_items(ctx, opts, items, [&](JobSession& s, const WorkItem& it) { s.complete(it, process(it)); });
 }
 
 int run_job(DistContext& ctx, const RunnerOptions& opts, const std::vector<WorkItem>& items,
             const ProcessDataFn& process) {
   FLURRY_CHECK(!opts.data_output.empty(), "run_job with item data needs RunnerOptions::data_output");
-  const int64_t fatal_at = fatal_test_index();
-  return run_job_session(ctx, opts, items, [&](JobSession& s) {
-    WorkItem item;
-    std::vector<char> data;
-    while (s.next(&item)) {
-      Json fields;
-      data.clear();
-      try {
-        if (item.index == fatal_at) FLURRY_FAIL("injected fatal fault (FLURRY_TEST_FATAL_AT=" << fatal_at << ")");
-        fields = process(item, &data);
-      } catch (const InputError& e) {
-        s.fail(item, e.what());
-        continue;
-      } catch (const std::exception& e) {
-        stop_rank(ctx, opts, item.id, e.what());
-      }
-      s.complete_with_data(item, fields, data.data(), data.size());
-    }
+  std::vector<char> data;
+  return run_items(ctx, opts, items, [&](JobSession& s, const WorkItem& it) {
+    data.clear();
+    const Json fields = process(it, &data);
+    s.complete_with_data(it, fields, data.data(), data.size());
   });
 }
 

@@ -1,5 +1,7 @@
 #include "tests/common/test_util.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -152,6 +154,14 @@ std::string shared_data_path(const std::string& relative) {
   fs::path p = base / relative;
   std::error_code ec;
   return fs::exists(p, ec) ? p.lexically_normal().string() : std::string();
+}
+
+std::string fresh_temp_dir(const std::string& name) {
+  const std::filesystem::path d =
+      std::filesystem::temp_directory_path() / ("flurry-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
 }
 
 }  // namespace flurry::test

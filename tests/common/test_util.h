@@ -53,6 +53,9 @@ inline ::testing::AssertionResult close_in_norm(const std::string& name, const s
 ::testing::AssertionResult close_elementwise(const std::string& name, const float* out, const float* ref,
                                              size_t n, double atol, double rtol);
 
+// An empty folder <temp>/flurry-<name>-<pid> (removed first when an earlier run left it).
+std::string fresh_temp_dir(const std::string& name);
+
 // Path under tests/fixtures and ../shared/data (empty string when the shared folder is absent).
 std::string fixture_path(const std::string& relative);
 std::string shared_data_path(const std::string& relative);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "runtime/check.h"
@@ -24,11 +25,15 @@ namespace fs = std::filesystem;
 namespace flurry::dist {
 namespace {
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("flurry-dist-unit-" + std::to_string(getpid()) + "-" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+fs::path fresh_dir(const std::string& name) { return test::fresh_temp_dir("dist-unit-" + name); }
+
+// This process as a job of one rank, started alone: no MPI.
+std::unique_ptr<DistContext> alone_context() {
+  static char name[] = "dist_unit_test";
+  static char* args[] = {name, nullptr};
+  int argc = 1;
+  char** argv = args;
+  return std::make_unique<DistContext>(&argc, &argv);
 }
 
 std::vector<WorkItem> items_with_costs(const std::vector<double>& costs) {
@@ -199,11 +204,8 @@ Json read_json_manifest(const fs::path& out) {
 }
 
 TEST(RunJob, SingleRankErrorsResumeAndOverwrite) {
-  int argc = 1;
-  char name[] = "dist_unit_test";
-  char* args[] = {name, nullptr};
-  char** argv = args;
-  DistContext ctx(&argc, &argv);  // started alone: no MPI
+  const auto alone = alone_context();
+  DistContext& ctx = *alone;
   ASSERT_EQ(ctx.size(), 1);
   const fs::path out = fresh_dir("runjob");
   RunnerOptions opts;
@@ -272,11 +274,8 @@ TEST(RunJob, FatalFaultStopsTheRankAndResumeFinishes) {
   // "fast": the child forks from this process and writes where the parent will look (a
   // re-executed "threadsafe" child would have another pid, hence another fresh_dir).
   GTEST_FLAG_SET(death_test_style, "fast");
-  int argc = 1;
-  char name[] = "dist_unit_test";
-  char* args[] = {name, nullptr};
-  char** argv = args;
-  DistContext ctx(&argc, &argv);
+  const auto alone = alone_context();
+  DistContext& ctx = *alone;
   const fs::path out = fresh_dir("fatal");
   RunnerOptions opts;
   opts.output_dir = out.string();
@@ -432,11 +431,8 @@ TEST(RunJob, ItemDataIsMergedInInputOrderExactlyOnce) {
   // "fast": the child forks from this process and writes where the parent will look (a
   // re-executed "threadsafe" child would have another pid, hence another fresh_dir).
   GTEST_FLAG_SET(death_test_style, "fast");
-  int argc = 1;
-  char name[] = "dist_unit_test";
-  char* args[] = {name, nullptr};
-  char** argv = args;
-  DistContext ctx(&argc, &argv);
+  const auto alone = alone_context();
+  DistContext& ctx = *alone;
   const fs::path out = fresh_dir("data");
   RunnerOptions opts;
   opts.output_dir = out.string();

@@ -9,18 +9,14 @@
 
 #include "io/text_rows.h"
 #include "runtime/check.h"
+#include "tests/common/test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace flurry {
 namespace {
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("flurry-text-rows-" + std::to_string(getpid()) + "-" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path fresh_dir(const std::string& name) { return test::fresh_temp_dir("text-rows-" + name); }
 
 std::vector<TextRow> read_all_chunks(const std::vector<TextChunk>& chunks, const TextSpec& spec) {
   std::vector<TextRow> rows;

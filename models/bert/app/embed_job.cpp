@@ -1,5 +1,6 @@
 #include "models/bert/app/embed_job.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -42,51 +43,56 @@ bool effective_normalize(const EmbedAssets& a, const EmbedOptions& o) {
 }
 
 CpuEncoder::CpuEncoder(const EmbedAssets& a, const EmbedOptions& o, StageTimers* timers)
-    : a_(a), max_len_(effective_max_len(a, o)), normalize_(effective_normalize(a, o)), timers_(timers),
-      scratch_(*a.model, effective_max_len(a, o)) {}
+    : Encoder(*a.tokenizer, effective_max_len(a, o), timers), a_(a), normalize_(effective_normalize(a, o)),
+      scratch_(*a.model, max_len_) {}
 
 int64_t CpuEncoder::dim() const { return a_.model->config().hidden_size; }
 
-void CpuEncoder::encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
-                        std::vector<int64_t>* tokens) {
+void CpuEncoder::encode_ids(const std::vector<std::vector<int32_t>>& seqs, float* out) {
   const int64_t d = dim();
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto n = static_cast<int64_t>(seqs[i].size());
+    FLURRY_CHECK(n <= max_len_, "encode_ids: " << n << " tokens exceed max_seq_length " << max_len_);
+    float* v = out + static_cast<int64_t>(i) * d;
+    {
+      ScopedStage st(timers_, "encode");
+      bert_forward(*a_.model, seqs[i].data(), n, scratch_);
+    }
+    pool(scratch_.hidden.data(), n, d, a_.sentence.pooling, v);
+    if (normalize_) l2_normalize(v, d);
+  }
+}
+
+std::string Encoder::tokenize(const TextRow& row, bool whole, std::vector<int32_t>* ids) const {
+  if (!row.error.empty()) return row.error;
+  try {
+    ScopedStage st(timers_, "tokenize");
+    *ids = tokenizer_.encode(row.text, whole ? 0 : static_cast<int>(max_len_));
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void Encoder::encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
+                     std::vector<int64_t>* tokens) {
+  const auto d = static_cast<size_t>(dim());
   errors->assign(rows.size(), "");
   tokens->assign(rows.size(), 0);
-  std::memset(out, 0, sizeof(float) * rows.size() * static_cast<size_t>(d));
+  std::vector<std::vector<int32_t>> seqs;
+  std::vector<size_t> row_of;  // the row of each sequence
   for (size_t i = 0; i < rows.size(); ++i) {
-    if (!rows[i].error.empty()) {
-      (*errors)[i] = rows[i].error;
-      continue;
-    }
     std::vector<int32_t> ids;
-    try {
-      ScopedStage st(timers_, "tokenize");
-      ids = a_.tokenizer->encode(rows[i].text, static_cast<int>(max_len_));
-    } catch (const InputError& e) {
-      (*errors)[i] = e.what();
-      continue;
-    }
+    (*errors)[i] = tokenize(rows[i], false, &ids);
+    if (!(*errors)[i].empty()) continue;
     (*tokens)[i] = static_cast<int64_t>(ids.size());
-    forward_pool(ids, out + static_cast<int64_t>(i) * d);
+    row_of.push_back(i);
+    seqs.push_back(std::move(ids));
   }
-}
-
-void CpuEncoder::forward_pool(const std::vector<int32_t>& ids, float* v) {
-  const int64_t d = dim();
-  {
-    ScopedStage st(timers_, "encode");
-    bert_forward(*a_.model, ids.data(), static_cast<int64_t>(ids.size()), scratch_);
-  }
-  pool(scratch_.hidden.data(), static_cast<int64_t>(ids.size()), d, a_.sentence.pooling, v);
-  if (normalize_) l2_normalize(v, d);
-}
-
-void CpuEncoder::encode_ids(const std::vector<std::vector<int32_t>>& seqs, float* out) {
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    FLURRY_CHECK(static_cast<int64_t>(seqs[i].size()) <= max_len_,
-                 "encode_ids: " << seqs[i].size() << " tokens exceed max_seq_length " << max_len_);
-    forward_pool(seqs[i], out + static_cast<int64_t>(i) * dim());
-  }
+  std::vector<float> vecs(seqs.size() * d);
+  encode_ids(seqs, vecs.data());
+  std::fill(out, out + rows.size() * d, 0.0f);
+  for (size_t s = 0; s < seqs.size(); ++s) std::copy_n(vecs.begin() + static_cast<std::ptrdiff_t>(s * d), d, out + row_of[s] * d);
 }
 
 std::vector<std::vector<int32_t>> token_windows(const std::vector<int32_t>& ids, int64_t chunk_tokens,
@@ -229,15 +235,7 @@ int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOption
       std::vector<std::pair<int64_t, int64_t>> ranges;
       for (const TextRow& r : rows) {
         std::vector<int32_t> all;
-        std::string err = r.error;
-        if (err.empty()) {
-          try {
-            ScopedStage st(timers, "tokenize");
-            all = assets.tokenizer->encode(r.text, 0);
-          } catch (const InputError& e) {
-            err = e.what();
-          }
-        }
+        const std::string err = enc.tokenize(r, /*whole=*/true, &all);
         if (!err.empty()) {
           TextRow bad = r;
           bad.error = err;

@@ -37,17 +37,30 @@ struct EmbedOptions {
   int64_t chunk_overlap = 0;
 };
 
-// Text rows -> vectors [rows, d] (row-major fp32). Rows with an error (or whose text tokenizes to
-// nothing usable) are left as zeros and reported through `errors` (row index -> message).
+// Token sequences -> pooled (and, as configured, normalised) vectors; a backend implements
+// encode_ids, the tokenization is shared.
 class Encoder {
  public:
+  Encoder(const WordPieceTokenizer& tokenizer, int64_t max_len, StageTimers* timers)
+      : tokenizer_(tokenizer), max_len_(max_len), timers_(timers) {}
   virtual ~Encoder() = default;
   virtual int64_t dim() const = 0;
-  // errors[i]: "" or why row i has no vector; tokens[i]: its token count ([CLS]/[SEP] included).
-  virtual void encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
-                      std::vector<int64_t>* tokens) = 0;
-  // Pre-tokenized sequences ([CLS] ... [SEP], each within max_seq_length) -> out [n, d].
+  // Sequences ([CLS] ... [SEP], each at most max_len tokens) -> out [n, d].
   virtual void encode_ids(const std::vector<std::vector<int32_t>>& seqs, float* out) = 0;
+
+  // Text rows -> out [rows, d] (row-major fp32), truncated at max_len. A row with an error (its own,
+  // or invalid UTF-8) stays zeros: errors[i] says why, "" otherwise; tokens[i]: its token count
+  // ([CLS]/[SEP] included).
+  void encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
+              std::vector<int64_t>* tokens);
+  // A row's ids, truncated at max_len unless `whole`; returns "" or why the row has none.
+  std::string tokenize(const TextRow& row, bool whole, std::vector<int32_t>* ids) const;
+  int64_t max_len() const { return max_len_; }
+
+ protected:
+  const WordPieceTokenizer& tokenizer_;
+  int64_t max_len_;
+  StageTimers* timers_;
 };
 
 // The CPU reference: one sequence at a time through bert_forward (batching cannot change a result).
@@ -55,16 +68,11 @@ class CpuEncoder : public Encoder {
  public:
   CpuEncoder(const EmbedAssets& a, const EmbedOptions& o, StageTimers* timers);
   int64_t dim() const override;
-  void encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
-              std::vector<int64_t>* tokens) override;
   void encode_ids(const std::vector<std::vector<int32_t>>& seqs, float* out) override;
 
  private:
-  void forward_pool(const std::vector<int32_t>& ids, float* v);
   const EmbedAssets& a_;
-  int64_t max_len_;
   bool normalize_;
-  StageTimers* timers_;
   BertScratch scratch_;
 };
 

@@ -145,9 +145,7 @@ TEST(TokenWindows, CoverTheTextWithTheOverlapAsked) {
 }
 
 TEST(BertCheckpoint, RefusesWhatItCannotRun) {
-  const fs::path dir = fs::temp_directory_path() / ("flurry-bert-bad-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = test::fresh_temp_dir("bert-bad");
   nlohmann::json cfg = {{"model_type", "bert"}, {"hidden_size", 32}, {"num_hidden_layers", 2},
                         {"num_attention_heads", 4}, {"intermediate_size", 64}, {"vocab_size", 50},
                         {"max_position_embeddings", 16}, {"type_vocab_size", 2}, {"layer_norm_eps", 1e-12}};

@@ -28,9 +28,7 @@ class EmbedCli : public ::testing::Test {
   void SetUp() override {
     FLURRY_REQUIRE_MODEL_DATA(fs::exists(minilm_dir() + "/model.safetensors"),
                               minilm_dir() << " absent (run make models: tools/fetch_minilm.sh)");
-    dir_ = fs::temp_directory_path() / ("flurry-embed-cli-" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = test::fresh_temp_dir("embed-cli");
     std::ifstream in(test::fixture_path("bert/minilm_goldens.json"));
     goldens_ = json::parse(in);
     std::ofstream c(dir_ / "corpus.jsonl");
