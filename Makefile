@@ -50,7 +50,7 @@ test: deps build models
 # Tests that start ranks under mpirun run without leak detection: Open MPI leaves its own
 # allocations (MCA components it has already unloaded, so no suppression can name them) at exit,
 # and LeakSanitizer would fail every rank. Address and UB checks stay on for them.
-MPI_TESTS = dist_mpirun_test|whisper_cli_test|embed_cli_test|runtime_app_test
+MPI_TESTS = dist_mpirun_test|whisper_cli_test|embed_cli_test|runtime_app_test|dlrm_cli_test
 test-asan: deps models
 	@cmake -S . -B build-asan $(GENERATOR) -DFLURRY_CUDA=OFF -DFLURRY_SANITIZE=ON -DFLURRY_BENCH=OFF \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null

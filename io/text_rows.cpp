@@ -104,7 +104,7 @@ bool split_fields(const std::string& rec, TextFormat f, std::vector<std::string>
   out.clear();
   std::string r = rec;
   if (!r.empty() && r.back() == '\r') r.pop_back();
-  if (f == TextFormat::kTsv) {
+  if (f == TextFormat::kTsv || f == TextFormat::kCriteo) {
     size_t start = 0;
     for (;;) {
       const size_t t = r.find('\t', start);
@@ -256,7 +256,7 @@ void index_one(const std::string& path, TextFormat f, const TextSpec& spec, int6
   int64_t data_begin = 0;
   if (f == TextFormat::kCsv || f == TextFormat::kTsv) {
     const auto header = read_header(path, f, &data_begin);
-    FLURRY_CHECK(column(header, spec.text_field) >= 0,
+    FLURRY_CHECK(spec.text_field.empty() || column(header, spec.text_field) >= 0,
                  path << ": no column '" << spec.text_field << "' in the header (use --text-field)");
   }
   TextChunk cur{path, f, data_begin, data_begin, next_row, 0, 0};
@@ -288,7 +288,8 @@ TextFormat parse_text_format(const std::string& name) {
   if (n == "csv") return TextFormat::kCsv;
   if (n == "tsv") return TextFormat::kTsv;
   if (n == "file" || n == "files") return TextFormat::kFile;
-  FLURRY_FAIL("unknown input format '" << name << "' (auto, lines, jsonl, csv, tsv, file)");
+  if (n == "criteo") return TextFormat::kCriteo;
+  FLURRY_FAIL("unknown input format '" << name << "' (auto, lines, jsonl, csv, tsv, file, criteo)");
 }
 
 const char* text_format_name(TextFormat f) {
@@ -299,6 +300,7 @@ const char* text_format_name(TextFormat f) {
     case TextFormat::kCsv: return "csv";
     case TextFormat::kTsv: return "tsv";
     case TextFormat::kFile: return "file";
+    case TextFormat::kCriteo: return "criteo";
   }
   return "?";
 }
@@ -364,6 +366,90 @@ std::vector<TextRow> read_text_chunk(const TextChunk& c, const TextSpec& spec) {
     TextRow r;
     r.row = c.row_begin + static_cast<int64_t>(rows.size());
     parse_record(rec, c, spec, header, c.file_row_begin + static_cast<int64_t>(rows.size()), r);
+    rows.push_back(std::move(r));
+  });
+  if (static_cast<int64_t>(rows.size()) != c.rows) {
+    FLURRY_INPUT_FAIL(c.path << ": bytes " << c.byte_begin << "-" << c.byte_end << " hold " << rows.size()
+                             << " rows, the index found " << c.rows << " (changed during the run?)");
+  }
+  return rows;
+}
+
+const std::vector<std::string>& criteo_columns() {
+  static const std::vector<std::string> cols = [] {
+    std::vector<std::string> c = {"label"};
+    for (int i = 1; i <= 13; ++i) c.push_back("I" + std::to_string(i));
+    for (int i = 1; i <= 26; ++i) c.push_back("C" + std::to_string(i));
+    return c;
+  }();
+  return cols;
+}
+
+std::vector<std::string> table_header(const std::string& path, TextFormat format) {
+  if (format != TextFormat::kCsv && format != TextFormat::kTsv) return {};
+  int64_t unused = 0;
+  return read_header(path, format, &unused);
+}
+
+std::vector<FieldRow> read_field_chunk(const TextChunk& c, const std::vector<std::string>& columns) {
+  FLURRY_CHECK(c.format == TextFormat::kCsv || c.format == TextFormat::kTsv || c.format == TextFormat::kJsonl ||
+                   c.format == TextFormat::kCriteo,
+               c.path << ": a table input is CSV, TSV, JSONL or Criteo TSV, not " << text_format_name(c.format));
+  std::vector<FieldRow> rows;
+  rows.reserve(static_cast<size_t>(c.rows));
+  const std::string data = read_range(c.path, c.byte_begin, c.byte_end);
+  // Where each wanted column sits in a delimited record.
+  std::vector<int> where(columns.size(), -1);
+  if (c.format != TextFormat::kJsonl) {
+    const std::vector<std::string> header = c.format == TextFormat::kCriteo ? criteo_columns() : table_header(c.path, c.format);
+    for (size_t k = 0; k < columns.size(); ++k) where[k] = column(header, columns[k]);
+  }
+  std::vector<std::string> fields;
+  for_each_record(data, c.format == TextFormat::kCsv, [&](size_t b, size_t e) {
+    const std::string rec = data.substr(b, e - b);
+    if (blank(rec)) return;
+    FieldRow r;
+    r.row = c.row_begin + static_cast<int64_t>(rows.size());
+    r.values.assign(columns.size(), std::string());
+    r.present.assign(columns.size(), 0);
+    const size_t bad = utf8_find_invalid(rec);
+    if (bad != std::string::npos) {
+      r.error = "invalid UTF-8 at byte " + std::to_string(bad) + " of the record";
+    } else if (c.format == TextFormat::kJsonl) {
+      const nlohmann::json j = nlohmann::json::parse(rec, nullptr, false);
+      if (j.is_discarded() || !j.is_object()) {
+        r.error = "not a JSON object";
+      } else {
+        for (size_t k = 0; k < columns.size(); ++k) {
+          const auto it = j.find(columns[k]);
+          if (it == j.end() || it->is_null()) continue;
+          r.present[k] = 1;
+          if (it->is_string()) {
+            r.values[k] = it->get<std::string>();
+          } else if (it->is_array()) {
+            for (const auto& el : *it) {
+              if (!r.values[k].empty()) r.values[k] += '|';
+              r.values[k] += el.is_string() ? el.get<std::string>() : el.dump();
+            }
+          } else {
+            r.values[k] = it->dump();
+          }
+        }
+      }
+    } else if (!split_fields(rec, c.format, fields)) {
+      r.error = "unterminated quote";
+    } else {
+      for (size_t k = 0; k < columns.size(); ++k) {
+        if (where[k] >= 0 && where[k] < static_cast<int>(fields.size())) {
+          r.values[k] = fields[static_cast<size_t>(where[k])];
+          r.present[k] = 1;
+        }
+      }
+      if (c.format == TextFormat::kCriteo && fields.size() != criteo_columns().size()) {
+        r.error = "a Criteo record has " + std::to_string(criteo_columns().size()) + " tab-separated fields, this one " +
+                  std::to_string(fields.size());
+      }
+    }
     rows.push_back(std::move(r));
   });
   if (static_cast<int64_t>(rows.size()) != c.rows) {

@@ -16,11 +16,14 @@
 
 namespace flurry {
 
-enum class TextFormat { kAuto, kLines, kJsonl, kCsv, kTsv, kFile };
+// kCriteo: Criteo's TSV (no header; label, 13 integer and 26 categorical fields), read as the
+// columns criteo_columns() names.
+enum class TextFormat { kAuto, kLines, kJsonl, kCsv, kTsv, kFile, kCriteo };
 
 struct TextSpec {
   TextFormat format = TextFormat::kAuto;  // kAuto: by extension (.jsonl/.json, .csv, .tsv; else lines)
-  std::string text_field = "text";        // JSONL key or CSV/TSV column holding the text
+  std::string text_field = "text";        // JSONL key or CSV/TSV column holding the text; empty for
+                                          // tables read by read_field_chunk
   std::string id_field;                   // JSONL key or column of the row's id; empty (and always for
                                           // plain lines and whole files): "<file>:<row>" / the path
   std::string title_field;                // optional; when set and present, text = title + " " + text
@@ -53,12 +56,28 @@ std::vector<TextChunk> index_text_inputs(const std::vector<std::string>& paths, 
 // cannot be read any more (changed or gone since it was indexed).
 std::vector<TextRow> read_text_chunk(const TextChunk& chunk, const TextSpec& spec);
 
+// Rows of a table as named fields (DLRM inputs): CSV/TSV columns by the header, JSONL keys (a string
+// as it is, a number as written, an array as its elements joined by '|', null as absent), Criteo's
+// fixed columns. values[k] is the row's field of columns[k]; present[k] is 0 when the row lacks it.
+// A record that cannot be split (not JSON, an unterminated quote, invalid UTF-8) gets `error`.
+struct FieldRow {
+  int64_t row = 0;
+  std::vector<std::string> values;
+  std::vector<uint8_t> present;
+  std::string error;
+};
+std::vector<FieldRow> read_field_chunk(const TextChunk& chunk, const std::vector<std::string>& columns);
+// The columns of a CSV/TSV file's header (empty for other formats).
+std::vector<std::string> table_header(const std::string& path, TextFormat format);
+// label, I1..I13, C1..C26.
+const std::vector<std::string>& criteo_columns();
+
 // A chunk as a work-item id and back: "<path>@<byte_begin>-<byte_end>#<row_begin>+<rows>~<file row>/<format>".
 std::string text_chunk_id(const TextChunk& c);
 TextChunk parse_text_chunk_id(const std::string& id);
 
 TextFormat text_format_of(const std::string& path, TextFormat requested);
 const char* text_format_name(TextFormat f);
-TextFormat parse_text_format(const std::string& name);  // auto, lines, jsonl, csv, tsv
+TextFormat parse_text_format(const std::string& name);  // auto, lines, jsonl, csv, tsv, file, criteo
 
 }  // namespace flurry

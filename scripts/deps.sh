@@ -14,6 +14,7 @@ PACKAGES=(
   espeak-ng sox                             # synthesized speech in tests
   zlib1g-dev                                # compression ratio (Whisper temperature fallback)
   libutf8proc-dev                           # Unicode: NFD/NFKC, categories, case (tokenizers, WER)
+  libsqlite3-dev                            # flurry-dlrm recommend: the SQLite table
 )
 
 missing=()

@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "io/text_rows.h"
+#include "models/dlrm/metrics.h"
 #include "models/dlrm/config.h"
 #include "models/dlrm/features.h"
 #include "models/dlrm/model.h"
@@ -321,6 +323,134 @@ TEST(DlrmModel, CheckpointThatDoesNotFitIsRefused) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("top_mlp.0.weight"), std::string::npos) << e.what();
   }
+}
+
+// ---- Parity with PyTorch (tests/fixtures/dlrm/make_goldens.py) ----
+
+struct Scored {
+  std::vector<float> logits;
+  std::vector<std::string> errors;
+};
+
+// Reads every row of `input` through the model folder's feature spec and scores it.
+Scored score_file(const std::string& model_dir, const std::string& input, TextFormat format) {
+  const DlrmConfig c = load_dlrm_config(model_dir);
+  const FeatureSpec spec = load_feature_spec(model_dir);
+  const Checkpoint ck = Checkpoint::open(model_dir);
+  const DlrmModel m = load_dlrm_cpu(c, ck);
+  FeatureEncoder enc(c, spec);
+  TextSpec ts;
+  ts.format = format;
+  ts.text_field.clear();
+  std::vector<FieldRow> rows;
+  for (const TextChunk& ch : index_text_inputs({input}, ts, 1000)) {
+    auto part = read_field_chunk(ch, enc.columns());
+    rows.insert(rows.end(), part.begin(), part.end());
+  }
+  DlrmBatch b;
+  Scored out;
+  EncodeStats stats;
+  enc.encode(static_cast<int64_t>(rows.size()), [&](int64_t i, int col) -> const std::string* {
+    const FieldRow& r = rows[static_cast<size_t>(i)];
+    return r.present[static_cast<size_t>(col)] ? &r.values[static_cast<size_t>(col)] : nullptr;
+  }, &b, &out.errors, &stats);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (!rows[i].error.empty()) out.errors[i] = rows[i].error;
+  }
+  DlrmScratch s;
+  out.logits.assign(rows.size(), NAN);
+  dlrm_forward(m, b, s, out.logits.data());
+  return out;
+}
+
+std::vector<float> golden_logits(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "row,logit");
+  std::vector<float> out;
+  while (std::getline(in, line)) {
+    const size_t comma = line.find(',');
+    EXPECT_EQ(std::stoul(line.substr(0, comma)), out.size());
+    out.push_back(std::stof(line.substr(comma + 1)));
+  }
+  return out;
+}
+
+// Relative error per logit against PyTorch: 1e-5 of the logit, with a floor for logits near 0.
+void expect_parity(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(1.0, std::fabs(static_cast<double>(want[i])));
+    worst = std::max(worst, err);
+    EXPECT_LE(err, 1e-5) << what << " row " << i << ": " << got[i] << " vs PyTorch " << want[i];
+  }
+  ::testing::Test::RecordProperty(what + "_worst_rel_err", std::to_string(worst));
+}
+
+struct GoldenSet {
+  const char* name;
+  const char* input;
+  TextFormat format;
+};
+
+class DlrmGolden : public ::testing::TestWithParam<GoldenSet> {};
+
+TEST_P(DlrmGolden, LogitsEqualPyTorch) {
+  const GoldenSet g = GetParam();
+  const std::string dir = test::fixture_path(std::string("dlrm/") + g.name);
+  const Scored s = score_file(dir + "/model", dir + "/" + g.input, g.format);
+  for (size_t i = 0; i < s.errors.size(); ++i) EXPECT_EQ(s.errors[i], "") << g.name << " row " << i;
+  expect_parity(s.logits, golden_logits(dir + "/golden_logits.csv"), g.name);
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, DlrmGolden,
+                         ::testing::Values(GoldenSet{"classic", "input.tsv", TextFormat::kCriteo},
+                                           GoldenSet{"torchrec_dot", "input.tsv", TextFormat::kCriteo},
+                                           GoldenSet{"dcnv2", "input.csv", TextFormat::kCsv},
+                                           GoldenSet{"cat", "input.tsv", TextFormat::kCriteo}),
+                         [](const auto& p) { return std::string(p.param.name); });
+
+// The trained food-truck model (the seed's architecture, trained by train_seed.py): every logit of
+// test.csv and the seed's metrics as PyTorch computes them.
+TEST(DlrmGoldenFoodtruck, TrainedModelLogitsAndMetricsEqualPyTorch) {
+  const std::string dir = test::fixture_path("dlrm/foodtruck");
+  const Scored s = score_file(dir + "/model", dir + "/test.csv", TextFormat::kCsv);
+  for (size_t i = 0; i < s.errors.size(); ++i) EXPECT_EQ(s.errors[i], "") << "row " << i;
+  expect_parity(s.logits, golden_logits(dir + "/golden_test_logits.csv"), "foodtruck");
+  // Labels from test.csv.
+  TextSpec ts;
+  ts.format = TextFormat::kCsv;
+  ts.text_field.clear();
+  std::vector<int> labels;
+  for (const TextChunk& ch : index_text_inputs({dir + "/test.csv"}, ts, 100000)) {
+    for (const FieldRow& r : read_field_chunk(ch, {"label"})) labels.push_back(std::stoi(r.values[0]));
+  }
+  const BinaryMetrics m = binary_metrics(s.logits, labels, 0.5);
+  std::ifstream in(dir + "/metrics.json");
+  const nlohmann::json want = nlohmann::json::parse(in);
+  EXPECT_EQ(m.n, want["rows"].get<int64_t>());
+  EXPECT_EQ(m.positives, want["positives"].get<int64_t>());
+  EXPECT_NEAR(m.auc, want["auc"].get<double>(), 1e-6);
+  EXPECT_NEAR(m.precision, want["precision"].get<double>(), 1e-9);
+  EXPECT_NEAR(m.recall, want["recall"].get<double>(), 1e-9);
+  EXPECT_NEAR(m.log_loss, want["log_loss"].get<double>(), 1e-6);
+}
+
+TEST(DlrmMetrics, AucWithTiesAndDegenerateSets) {
+  // By hand over the (positive, negative) pairs: (0.8, 0.4) 1, (0.8, 0.1) 1, (0.4, 0.4) a tie 0.5,
+  // (0.4, 0.1) 1 -> AUC 3.5 / 4.
+  const std::vector<float> l = {0.8f, 0.4f, 0.4f, 0.1f};
+  const std::vector<int> y = {1, 1, 0, 0};
+  const BinaryMetrics m = binary_metrics(l, y, 0.5);
+  EXPECT_DOUBLE_EQ(m.auc, 3.5 / 4.0);
+  // Probabilities sigmoid(l) are all >= 0.5: everything predicted positive.
+  EXPECT_DOUBLE_EQ(m.precision, 0.5);
+  EXPECT_DOUBLE_EQ(m.recall, 1.0);
+  EXPECT_TRUE(std::isnan(binary_metrics({0.1f, 0.2f}, {1, 1}, 0.5).auc));
+  EXPECT_THROW(binary_metrics({0.1f}, {2}, 0.5), Error);
 }
 
 }  // namespace

@@ -1,0 +1,86 @@
+// DLRM on the GPU: the forward of model.h (the CPU reference, its oracle) with the weights uploaded
+// once from the mapped checkpoint and every buffer sized at load for a maximum batch, so nothing
+// allocates on the hot path.
+//
+//   DlrmGpu g;
+//   g.load(cfg, ck, {DType::F16, /*max_batch=*/4096});
+//   g.forward(batch, logits);                          // logits [batch.n], fp32
+//   g.recommend(pairs, customers, candidates, valid, k, top_logits, top_index);
+//
+// One pass over at most max_batch samples (larger batches are split, each split a whole pass):
+//   pinned staging (dense converted to the model dtype, offsets rebased, indices checked against
+//   their tables) -> H2D on the model's stream -> bottom MLP (cuBLASLt, bias+ReLU epilogues; the
+//   last layer writes straight into columns [0, bottom) of the feature row [bottom | bag_0 | ...])
+//   -> embedding_bags (every bag pooled into its slot of the same row) -> the interaction (dot,
+//   outer, cat: none, dcnv2: the cross layers) -> top MLP (the last layer writes fp32 logits with
+//   an fp32 bias) -> D2H of the logits, or the device top-k of recommend().
+// Activations and weights are in the model dtype (F32, F16 or BF16) with fp32 accumulation; the
+// DCNv2 cross term W (V x) + b and the logits stay fp32.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "io/safetensors.h"
+#include "models/dlrm/config.h"
+#include "models/dlrm/features.h"
+#include "runtime/dtype.h"
+#include "runtime/stage_timers.h"
+
+namespace flurry::dlrm {
+
+struct DlrmGpuOptions {
+  DType dtype = DType::F16;  // weights and activations: F32, F16 or BF16
+  int64_t max_batch = 4096;  // samples per device pass; what the buffers are sized for
+  // Embedding indices per pass (all bags together); 0: 4 per categorical feature per sample, at
+  // least 65,536. A batch holding more is split into smaller passes.
+  int64_t max_indices = 0;
+  size_t max_gpu_memory = 0;  // 0: what the device has free
+  bool allow_tf32 = false;    // fp32 GEMMs on TF32 tensor cores (~1e-3 relative error)
+};
+
+class DlrmGpu {
+ public:
+  DlrmGpu();
+  ~DlrmGpu();
+  DlrmGpu(const DlrmGpu&) = delete;
+  DlrmGpu& operator=(const DlrmGpu&) = delete;
+
+  // Validates `ck` against dlrm_weight_table(cfg), reserves one device arena (weights + buffers for
+  // options.max_batch samples; too little device memory is refused naming the need and the flag
+  // that lowers it) and uploads the weights converted to options.dtype. Replaces an earlier load.
+  void load(const DlrmConfig& cfg, const Checkpoint& ck, const DlrmGpuOptions& options);
+  void load(const DlrmConfig& cfg, const Checkpoint& ck, DType dtype);
+
+  // logits[i] (fp32, before the sigmoid) for every sample of `batch` (the layout of features.h).
+  // Throws flurry::Error, before any launch of the pass holding it, on a batch whose shape does not
+  // fit the model or an index outside its table.
+  void forward(const DlrmBatch& batch, float* host_logits);
+
+  // Scores customers x candidates pairs and keeps the k best candidates per customer on the
+  // device. `batch` holds customers * candidates samples, customer-major (sample c * candidates + j
+  // pairs customer c with candidate j); valid (host, same order, may be null) marks the pairs that
+  // may be recommended. top_logits / top_index [customers, k]: the k largest logits of each
+  // customer, descending, ties broken by the lower candidate index; -inf / -1 where a customer has
+  // fewer than k valid candidates. candidates must not exceed max_batch; 1 <= k <= 64.
+  void recommend(const DlrmBatch& batch, int64_t customers, int64_t candidates, const uint8_t* valid, int k,
+                 float* top_logits, int32_t* top_index);
+
+  bool loaded() const;
+  const DlrmConfig& config() const;
+  const DlrmGpuOptions& options() const;
+  // Device bytes the arena of this model takes (weights + buffers).
+  size_t device_bytes() const;
+  static size_t device_bytes(const DlrmConfig& cfg, const DlrmGpuOptions& options);
+  // Stages "dlrm_stage" (host staging) and "dlrm_gpu" (a device pass, waited for) are added to
+  // `timers` (null: none), across loads.
+  void set_timers(StageTimers* timers);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  StageTimers* timers_ = nullptr;
+};
+
+}  // namespace flurry::dlrm
