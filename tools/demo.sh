@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: transcribe sample speech and embed a few passages with the small real checkpoints
-# `make models` installed, on the CPU path; prints the transcripts and each question's nearest
-# passage. Sample speech: ../shared/data/speech/jfk.wav when present, plus two sentences spoken by
+# `make models` installed, and recommend food-truck items with the trained DLRM, on the CPU path;
+# prints the transcripts, each question's nearest passage and a few customers' recommendations. Sample speech: ../shared/data/speech/jfk.wav when present, plus two sentences spoken by
 # espeak-ng.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,4 +61,20 @@ for line, q in zip(open(f"{w}/hits/search.jsonl"), questions):
 PY
   echo "demo: embeddings in $work/emb (embeddings.npy, ids.jsonl, manifest.json)" >&2
 fi
+
+# Recommendations: the food-truck DLRM (trained with PyTorch on generated data, tests/fixtures/dlrm)
+# ranks the items of each customer's own country that the customer has not ordered yet.
+FT=tests/fixtures/dlrm/foodtruck
+echo "demo: recommending 3 items to each of 300 customers with the DLRM in $FT/model on the CPU" >&2
+"$BUILD/bin/flurry-dlrm" recommend --device cpu --model "$FT/model" --customers "$FT/customers.csv" \
+  --items "$FT/items.csv" --orders "$FT/orders.csv" --match country=country --items-not-ordered --top-k 3 \
+  --output-dir "$work/recs" --log-level warn
+python3 - "$work/recs/recommendations.jsonl" <<'PY'
+import json, sys
+for line in list(open(sys.argv[1]))[:3]:
+    r = json.loads(line)
+    items = ", ".join(f"{x['menu_item']} ({x['truck_brand']}, p={x['probability']:.2f})" for x in r["recommendations"])
+    print(f"customer {r['customer_id']} in {r['city']}: {items}")
+PY
+echo "demo: recommendations in $work/recs (recommendations.jsonl, .csv, and the table RECOMMENDATIONS in recommendations.sqlite)" >&2
 exit $rc
