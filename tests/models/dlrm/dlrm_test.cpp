@@ -439,6 +439,52 @@ TEST(DlrmGoldenFoodtruck, TrainedModelLogitsAndMetricsEqualPyTorch) {
   EXPECT_NEAR(m.log_loss, want["log_loss"].get<double>(), 1e-6);
 }
 
+// The published configurations (models/dlrm/configs) run end to end on Criteo rows: tables capped
+// at 2,000 rows (the shapes of the MLPs and interactions are the real ones), random weights, the
+// Criteo feature spec; every logit equals the per-sample definition.
+class DlrmPublished : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DlrmPublished, RunsOnCriteoRowsAsDefined) {
+  Json j = read_json_file(std::string(FLURRY_SOURCE_DIR) + "/models/dlrm/configs/" + GetParam() + ".json");
+  for (Json& t : j["embedding_tables"]) t["num_embeddings"] = std::min<int64_t>(t["num_embeddings"].get<int64_t>(), 2000);
+  const DlrmConfig c = dlrm_config_from_json(j, GetParam());
+  const std::string dir = test::fresh_temp_dir("dlrm-published-" + GetParam());
+  models::RandomCheckpointOptions ro;
+  ro.seed = 5;
+  ro.dtype = DType::F32;
+  ro.threads = 2;
+  models::write_random_checkpoint(dlrm_weight_table(c), dir + "/model.safetensors", ro);
+  const Checkpoint ck = Checkpoint::open(dir + "/model.safetensors");
+  const DlrmModel m = load_dlrm_cpu(c, ck);
+  const FeatureSpec spec = load_feature_spec(std::string(FLURRY_SOURCE_DIR) + "/models/dlrm/configs/criteo_features.json");
+  FeatureEncoder enc(c, spec);
+  TextSpec ts;
+  ts.format = TextFormat::kCriteo;
+  ts.text_field.clear();
+  std::vector<FieldRow> rows;
+  for (const TextChunk& ch : index_text_inputs({test::fixture_path("dlrm/classic/input.tsv")}, ts, 1000)) {
+    auto part = read_field_chunk(ch, enc.columns());
+    rows.insert(rows.end(), part.begin(), part.end());
+  }
+  rows.resize(16);
+  DlrmBatch b;
+  std::vector<std::string> errors;
+  enc.encode(static_cast<int64_t>(rows.size()), [&](int64_t i, int col) -> const std::string* {
+    return &rows[static_cast<size_t>(i)].values[static_cast<size_t>(col)];
+  }, &b, &errors, nullptr);
+  for (const std::string& e : errors) EXPECT_EQ(e, "");
+  DlrmScratch s;
+  std::vector<float> logits(rows.size(), NAN);
+  dlrm_forward(m, b, s, logits.data());
+  for (int64_t i = 0; i < b.n; ++i) {
+    const float ref = naive_logit(m, b, i);
+    EXPECT_NEAR(logits[static_cast<size_t>(i)], ref, 1e-4 * (1.0 + std::fabs(ref))) << GetParam() << " row " << i;
+  }
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, DlrmPublished, ::testing::Values("criteo_kaggle", "criteo_terabyte", "mlperf_dlrm_v2"));
+
 TEST(DlrmMetrics, AucWithTiesAndDegenerateSets) {
   // By hand over the (positive, negative) pairs: (0.8, 0.4) 1, (0.8, 0.1) 1, (0.4, 0.4) a tie 0.5,
   // (0.4, 0.1) 1 -> AUC 3.5 / 4.
