@@ -86,17 +86,35 @@ __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
 
 // Tiles: a block takes 64 queries of one (sequence, head) with 4 warps of 16 query rows each and
 // walks the keys in tiles of 64. K/V tiles are double-buffered in shared memory through cp.async,
-// so the next tile's copy overlaps this tile's two products. Rows are padded from 64 to 72
-// elements (144 bytes): the 8 row addresses of one ldmatrix then fall in 8 different 16-byte bank
-// groups. 64 x 72 x 2 bytes x (Q + 2 K + 2 V) = 45 KiB, under the 48 KiB static limit.
-constexpr int kD = 64;
+// so the next tile's copy overlaps this tile's two products. Rows are padded by 8 elements (D = 64:
+// 144-byte rows, D = 32: 80-byte rows): the 8 row addresses of one ldmatrix then fall in 8 different
+// 16-byte bank groups. 64 x (D + 8) x 2 bytes x (Q + 2 K + 2 V) = 45 KiB for D = 64 (under the
+// 48 KiB static limit), 25 KiB for D = 32.
+//
+// D is the head dimension (a template parameter: 64 for Whisper and bert-base-sized encoders, 32
+// for MiniLM-L6/L12 and bge-micro). Only the Q K^T reduction and the P V output width depend on it;
+// the 64-key tile and the softmax do not.
 constexpr int kBlockQ = 64;
 constexpr int kBlockK = 64;
 constexpr int kWarps = kBlockQ / 16;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kLds = kD + 8;             // shared-memory row stride, elements
-constexpr int kTileElems = 64 * kLds;    // one 64-row tile
 constexpr float kLog2e = 1.4426950408889634f;
+
+template <int D>
+struct Tile {
+  static constexpr int kLds = D + 8;            // shared-memory row stride, elements
+  static constexpr int kElems = 64 * kLds;      // one 64-row tile
+  static constexpr int kChunks = D / 8;         // 16-byte chunks per row
+  static constexpr int kK16 = D / 16;           // k16 steps of Q K^T, n16 column pairs of P V
+  static constexpr int kN8 = D / 8;             // n8 output tiles
+  static_assert(D % 16 == 0 && (64 * kChunks) % kThreads == 0, "head dim must be a multiple of 16");
+};
+
+// Blocks per SM the register budget is set for: the D = 32 kernel holds half the accumulators.
+template <int D>
+constexpr int min_blocks() {
+  return D == 32 ? 4 : 3;
+}
 
 struct Params {
   const void* q;
@@ -112,24 +130,28 @@ struct Params {
   bool causal;
 };
 
-// Copies rows [0, nvalid) of a 64 x 64 tile (global rows `src`, stride ld) into shared memory at
-// `dst` (stride kLds) and zero-fills the rest, 16 bytes per cp.async. `fallback` is any readable
+// Copies rows [0, nvalid) of a 64 x D tile (global rows `src`, stride ld) into shared memory at
+// `dst` (stride D + 8) and zero-fills the rest, 16 bytes per cp.async. `fallback` is any readable
 // address: the zero-fill reads nothing, but the operand must still be a pointer.
-template <typename T>
+template <int D, typename T>
 __device__ __forceinline__ void load_tile(uint32_t dst, const T* src, int64_t ld, int nvalid,
                                           const void* fallback) {
+  using TL = Tile<D>;
 #pragma unroll
-  for (int i = 0; i < (64 * kD / 8) / kThreads; ++i) {
+  for (int i = 0; i < (64 * TL::kChunks) / kThreads; ++i) {
     const int c = static_cast<int>(threadIdx.x) + i * kThreads;
-    const int r = c >> 3, ch = c & 7;
+    const int r = c / TL::kChunks, ch = c % TL::kChunks;
     const bool ok = r < nvalid;
     const void* s = ok ? static_cast<const void*>(src + r * ld + ch * 8) : fallback;
-    cp_async16(dst + static_cast<uint32_t>((r * kLds + ch * 8) * 2), s, ok ? 16 : 0);
+    cp_async16(dst + static_cast<uint32_t>((r * TL::kLds + ch * 8) * 2), s, ok ? 16 : 0);
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Params p) {
+template <int D, typename T>
+__global__ void __launch_bounds__(kThreads, min_blocks<D>()) flash_attention_kernel(const Params p) {
+  using TL = Tile<D>;
+  constexpr int kLds = TL::kLds;
+  constexpr int kTileElems = TL::kElems;
   __shared__ alignas(128) uint16_t smem[5 * kTileElems];  // Q, K[2], V[2]
   const int tid = static_cast<int>(threadIdx.x);
   const int warp = tid >> 5, lane = tid & 31;
@@ -157,15 +179,15 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
   int kv_end = kv_len;
   if (p.causal) kv_end = min(kv_end, past + min(q0 + kBlockQ, q_len));
 
-  const T* qg = static_cast<const T*>(p.q) + static_cast<int64_t>(q_start + q0) * p.q_ld + head * kD;
-  const T* kg = static_cast<const T*>(p.k) + static_cast<int64_t>(k_start) * p.k_ld + head * kD;
-  const T* vg = static_cast<const T*>(p.v) + static_cast<int64_t>(k_start) * p.v_ld + head * kD;
-  T* og = static_cast<T*>(p.out) + static_cast<int64_t>(q_start + q0) * p.out_ld + head * kD;
+  const T* qg = static_cast<const T*>(p.q) + static_cast<int64_t>(q_start + q0) * p.q_ld + head * D;
+  const T* kg = static_cast<const T*>(p.k) + static_cast<int64_t>(k_start) * p.k_ld + head * D;
+  const T* vg = static_cast<const T*>(p.v) + static_cast<int64_t>(k_start) * p.v_ld + head * D;
+  T* og = static_cast<T*>(p.out) + static_cast<int64_t>(q_start + q0) * p.out_ld + head * D;
   const int q_rows = min(kBlockQ, q_len - q0);
 
   if (kv_end <= 0) {  // no query of this block sees a key: zero rows, as attention_cpu defines
-    for (int c = tid; c < kBlockQ * kD / 8; c += kThreads) {
-      const int r = c >> 3, ch = c & 7;
+    for (int c = tid; c < kBlockQ * TL::kChunks; c += kThreads) {
+      const int r = c / TL::kChunks, ch = c % TL::kChunks;
       if (r < q_rows) *reinterpret_cast<uint4*>(og + r * p.out_ld + ch * 8) = make_uint4(0, 0, 0, 0);
     }
     return;
@@ -175,16 +197,16 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
   const uint32_t s_q = smem_addr(smem);
   const uint32_t s_k0 = s_q + kTileElems * 2, s_v0 = s_q + 3 * kTileElems * 2;
   const uint32_t tile_bytes = kTileElems * 2;
-  load_tile<T>(s_q, qg, p.q_ld, q_rows, p.q);
-  load_tile<T>(s_k0, kg, p.k_ld, min(kBlockK, kv_end), p.k);
-  load_tile<T>(s_v0, vg, p.v_ld, min(kBlockK, kv_end), p.v);
+  load_tile<D, T>(s_q, qg, p.q_ld, q_rows, p.q);
+  load_tile<D, T>(s_k0, kg, p.k_ld, min(kBlockK, kv_end), p.k);
+  load_tile<D, T>(s_v0, vg, p.v_ld, min(kBlockK, kv_end), p.v);
   cp_async_commit();
 
-  uint32_t qf[4][4];             // this warp's 16 query rows as A fragments, 4 chunks of 16 dims
-  float o[8][4];                 // output accumulator, 8 n-tiles of 8 dims
+  uint32_t qf[TL::kK16][4];      // this warp's 16 query rows as A fragments, D / 16 chunks of 16 dims
+  float o[TL::kN8][4];           // output accumulator, D / 8 n-tiles of 8 dims
   float m_run[2], l_run[2];      // rows g and g + 8: running max (exp2 domain) and partial sum
 #pragma unroll
-  for (int n = 0; n < 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  for (int n = 0; n < TL::kN8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   m_run[0] = m_run[1] = -INFINITY;
   l_run[0] = l_run[1] = 0.0f;
   const int row0 = q0 + warp * 16 + g;  // sequence-relative query index of rows g and g + 8
@@ -194,8 +216,8 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
     if (t + 1 < n_tiles) {  // prefetch the next K/V tile into the other buffer
       const int nn = n0 + kBlockK, buf = (t + 1) & 1;
       const int nvalid = min(kBlockK, kv_end - nn);
-      load_tile<T>(s_k0 + buf * tile_bytes, kg + static_cast<int64_t>(nn) * p.k_ld, p.k_ld, nvalid, p.k);
-      load_tile<T>(s_v0 + buf * tile_bytes, vg + static_cast<int64_t>(nn) * p.v_ld, p.v_ld, nvalid, p.v);
+      load_tile<D, T>(s_k0 + buf * tile_bytes, kg + static_cast<int64_t>(nn) * p.k_ld, p.k_ld, nvalid, p.k);
+      load_tile<D, T>(s_v0 + buf * tile_bytes, vg + static_cast<int64_t>(nn) * p.v_ld, p.v_ld, nvalid, p.v);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -204,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
     __syncthreads();
     if (t == 0) {
 #pragma unroll
-      for (int kc = 0; kc < 4; ++kc) {
+      for (int kc = 0; kc < TL::kK16; ++kc) {
         const int r = warp * 16 + (lane & 15), c = kc * 16 + (lane >> 4) * 8;
         ldmatrix_x4(qf[kc], s_q + static_cast<uint32_t>((r * kLds + c) * 2));
       }
@@ -216,7 +238,7 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
 #pragma unroll
     for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-    for (int kc = 0; kc < 4; ++kc) {
+    for (int kc = 0; kc < TL::kK16; ++kc) {
 #pragma unroll
       for (int pr = 0; pr < 4; ++pr) {
         uint32_t kb[4];
@@ -266,6 +288,9 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
         s[n][2 * r] = exp2f(s[n][2 * r] - m_use);
         s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - m_use);
         sum += s[n][2 * r] + s[n][2 * r + 1];
+      }
+#pragma unroll
+      for (int n = 0; n < TL::kN8; ++n) {
         o[n][2 * r] *= alpha;
         o[n][2 * r + 1] *= alpha;
       }
@@ -273,7 +298,8 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
       m_run[r] = m_new;
     }
 
-    // O += P V: P's C fragments repacked as A fragments, V B-fragments through ldmatrix.trans.
+    // O += P V: P's C fragments repacked as A fragments (4 chunks of 16 keys), V B-fragments
+    // through ldmatrix.trans, D / 16 pairs of n8 output tiles.
 #pragma unroll
     for (int kc = 0; kc < 4; ++kc) {
       uint32_t pa[4];
@@ -282,7 +308,7 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
       pa[2] = pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
       pa[3] = pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
 #pragma unroll
-      for (int pr = 0; pr < 4; ++pr) {
+      for (int pr = 0; pr < TL::kK16; ++pr) {
         uint32_t vb[4];
         const int r = kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
         const int c = pr * 16 + (lane >> 4) * 8;
@@ -304,10 +330,10 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
     inv[r] = l > 0.0f ? 1.0f / l : 0.0f;
   }
   // Stage this warp's 16 rows in its own rows of the Q tile (only this warp read them), then store
-  // 16-byte chunks, so each output row is written by whole 128-byte lines.
+  // 16-byte chunks, so each output row is written by whole lines.
   uint32_t* sq32 = reinterpret_cast<uint32_t*>(smem);
 #pragma unroll
-  for (int n = 0; n < 8; ++n) {
+  for (int n = 0; n < TL::kN8; ++n) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = warp * 16 + g + r * 8, col = n * 8 + 2 * t4;
@@ -316,9 +342,9 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
   }
   __syncwarp();
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < (16 * TL::kChunks) / 32; ++i) {
     const int c = lane + i * 32;
-    const int r = warp * 16 + (c >> 3), ch = c & 7;
+    const int r = warp * 16 + c / TL::kChunks, ch = c % TL::kChunks;
     if (r < q_rows) {
       *reinterpret_cast<uint4*>(og + r * p.out_ld + ch * 8) =
           *reinterpret_cast<const uint4*>(smem + r * kLds + ch * 8);
@@ -328,7 +354,7 @@ __global__ void __launch_bounds__(kThreads, 3) flash_attention_kernel(const Para
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-template <typename T>
+template <int D, typename T>
 void launch_typed(const FlashAttentionArgs& a, cudaStream_t stream) {
   Params p;
   p.q = a.q;
@@ -348,7 +374,7 @@ void launch_typed(const FlashAttentionArgs& a, cudaStream_t stream) {
   p.causal = a.causal;
   const dim3 grid(static_cast<unsigned>((a.q_len + kBlockQ - 1) / kBlockQ),
                   static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
-  flash_attention_kernel<T><<<grid, kThreads, 0, stream>>>(p);
+  flash_attention_kernel<D, T><<<grid, kThreads, 0, stream>>>(p);
   FLURRY_LAUNCH_CHECK("flash_attention_kernel", stream);
 }
 
@@ -356,7 +382,8 @@ void launch_typed(const FlashAttentionArgs& a, cudaStream_t stream) {
 
 void flash_attention(const FlashAttentionArgs& a, cudaStream_t stream) {
   FLURRY_CHECK(a.q && a.k && a.v && a.out, "flash_attention: null pointer");
-  FLURRY_CHECK(a.head_dim == kD, "flash_attention: head_dim " << a.head_dim << " (only 64 is built)");
+  FLURRY_CHECK(a.head_dim == 64 || a.head_dim == 32,
+               "flash_attention: head_dim " << a.head_dim << " (only 32 and 64 are built)");
   FLURRY_CHECK(a.heads > 0 && a.batch >= 0 && a.q_len >= 0 && a.kv_len >= 0,
                "flash_attention: bad shape heads=" << a.heads << " batch=" << a.batch
                                                    << " q_len=" << a.q_len << " kv_len=" << a.kv_len);
@@ -368,10 +395,17 @@ void flash_attention(const FlashAttentionArgs& a, cudaStream_t stream) {
                    aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(a.out),
                "flash_attention: pointers must be 16-byte aligned and row strides multiples of 8");
   if (a.batch == 0 || a.q_len == 0) return;
-  switch (a.type) {
-    case DType::F16: launch_typed<__half>(a, stream); return;
-    case DType::BF16: launch_typed<__nv_bfloat16>(a, stream); return;
-    default: FLURRY_FAIL("flash_attention: dtype " << dtype_name(a.type) << " is not f16 or bf16");
+  FLURRY_CHECK(a.type == DType::F16 || a.type == DType::BF16,
+               "flash_attention: dtype " << dtype_name(a.type) << " is not f16 or bf16");
+  const bool f16 = a.type == DType::F16;
+  if (a.head_dim == 64 && f16) {
+    launch_typed<64, __half>(a, stream);
+  } else if (a.head_dim == 64) {
+    launch_typed<64, __nv_bfloat16>(a, stream);
+  } else if (f16) {
+    launch_typed<32, __half>(a, stream);
+  } else {
+    launch_typed<32, __nv_bfloat16>(a, stream);
   }
 }
 

@@ -37,7 +37,7 @@ struct FlashAttentionArgs {
   int64_t q_ld = 0, k_ld = 0, v_ld = 0, out_ld = 0;  // row strides in elements
   DType type = DType::F16;                            // F16 or BF16, for q, k, v and out
   int heads = 0;
-  int head_dim = 64;  // only 64 is built (Whisper, MiniLM, bge-small/base, e5, gte)
+  int head_dim = 64;  // 64 (Whisper, bert-base, bge-small/base, e5, gte) or 32 (MiniLM-L6/L12)
   int batch = 0;
   const int32_t* cu_seqlens_q = nullptr;  // device [batch + 1] or null (padded, q_len each)
   const int32_t* cu_seqlens_k = nullptr;  // device [batch + 1] or null (padded, kv_len each)
@@ -49,7 +49,7 @@ struct FlashAttentionArgs {
   bool causal = false;
 };
 
-// Requirements (checked): head_dim 64; q, k, v, out 16-byte aligned and every ld a multiple of 8
+// Requirements (checked): head_dim 32 or 64; q, k, v, out 16-byte aligned and every ld a multiple of 8
 // elements (16-byte rows for the asynchronous copies); ld >= heads * head_dim.
 void flash_attention(const FlashAttentionArgs& args, cudaStream_t stream);
 

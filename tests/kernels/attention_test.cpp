@@ -8,7 +8,9 @@
 // separate q/k/v with different padded strides, unpadded varlen batches (cu_seqlens) and padded
 // batches with a key-padding mask. Shapes: Whisper large-v3 (T = 1500, 20 heads), BERT-like mixed
 // lengths including 1, 7, 33, 64, 65, decoder prefill with a past (kv_len > q_len), empty
-// sequences, causal and not, f16 and bf16. Batching must not change a sequence's result.
+// sequences, causal and not, f16 and bf16. Batching must not change a sequence's result. Both
+// built head dims: 64 (Whisper, bert-base) and 32 (MiniLM: 12 heads x 32), the latter with odd
+// lengths, one-token sequences, the longest BERT sequence (512) and an empty batch.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,14 +31,13 @@ namespace {
 
 using test::DeviceBuffer;
 
-constexpr int kHd = 64;
-
 enum class Layout { FusedVarlen, SeparateVarlen, Padded };
 
 struct Problem {
   std::string name;
   DType t = DType::F16;
   int heads = 1;
+  int head_dim = 64;
   bool causal = false;
   Layout layout = Layout::FusedVarlen;
   std::vector<int> q_lens, kv_lens;
@@ -61,7 +62,8 @@ std::vector<int32_t> prefix(const std::vector<int>& lens) {
 Result run_problem(const Problem& pb, std::mt19937_64& rng) {
   SCOPED_TRACE(pb.name);
   const int batch = static_cast<int>(pb.q_lens.size());
-  const int64_t d = int64_t{pb.heads} * kHd;
+  const int64_t d = int64_t{pb.heads} * pb.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(pb.head_dim));
   const std::vector<int32_t> cu_q = prefix(pb.q_lens), cu_k = prefix(pb.kv_lens);
   const int64_t total_q = cu_q.back(), total_k = cu_k.back();
   const bool fused = pb.layout == Layout::FusedVarlen;
@@ -126,10 +128,10 @@ Result run_problem(const Problem& pb, std::mt19937_64& rng) {
     r.v_ld = v_ld;
     r.out_ld = out_ld;
     r.heads = pb.heads;
-    r.head_dim = kHd;
+    r.head_dim = pb.head_dim;
     r.q_len = pb.q_lens[b];
     r.kv_len = pb.kv_lens[b];
-    r.scale = 0.125f;
+    r.scale = scale;
     r.causal = pb.causal;
     r.key_valid = masked ? mask.data() + cu_k[b] : nullptr;
     attention_cpu(r);
@@ -161,7 +163,7 @@ Result run_problem(const Problem& pb, std::mt19937_64& rng) {
   a.out_ld = out_ld;
   a.type = pb.t;
   a.heads = pb.heads;
-  a.head_dim = kHd;
+  a.head_dim = pb.head_dim;
   a.batch = batch;
   if (pb.layout == Layout::Padded) {
     a.q_len = pb.q_lens[0];
@@ -172,7 +174,7 @@ Result run_problem(const Problem& pb, std::mt19937_64& rng) {
     a.q_len = *std::max_element(pb.q_lens.begin(), pb.q_lens.end());
   }
   a.key_valid = masked ? static_cast<const uint8_t*>(dmask.get()) : nullptr;
-  a.scale = 0.125f;
+  a.scale = scale;
   a.causal = pb.causal;
   flash_attention(a, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
@@ -305,11 +307,9 @@ TEST(FlashAttentionGpu, EmptySequencesAndNoVisibleKey) {
 
 // A sequence gives the same bits alone as inside a batch (same tiles, same order of operations),
 // and two runs on the same inputs give the same bits (a race would not).
-TEST(FlashAttentionGpu, BatchingDoesNotChangeResults) {
-  FLURRY_REQUIRE_GPU();
-  auto rng = test::test_rng("FlashAttentionGpu.batching");
+void check_batching_invariance(int head_dim, std::mt19937_64& rng) {
   const int heads = 2;
-  const int64_t d = heads * kHd;
+  const int64_t d = int64_t{heads} * head_dim;
   const std::vector<int> lens = {33, 130, 7};
   const int64_t total = 33 + 130 + 7, first = 33, len = 130;
   for (DType t : kTypes) {
@@ -317,9 +317,10 @@ TEST(FlashAttentionGpu, BatchingDoesNotChangeResults) {
       std::vector<float> qkv = test::random_vector(static_cast<size_t>(total * 3 * d), rng, -2, 2);
       test::round_inplace(qkv, t);
       Problem batched;
-      batched.name = tname("batched", t, causal);
+      batched.name = tname("batched_hd" + std::to_string(head_dim), t, causal);
       batched.t = t;
       batched.heads = heads;
+      batched.head_dim = head_dim;
       batched.causal = causal;
       batched.q_lens = batched.kv_lens = lens;
       batched.fused_qkv = qkv;
@@ -330,7 +331,7 @@ TEST(FlashAttentionGpu, BatchingDoesNotChangeResults) {
           << "two runs on the same inputs differ: a race";
 
       Problem single = batched;
-      single.name = tname("single", t, causal);
+      single.name = tname("single_hd" + std::to_string(head_dim), t, causal);
       single.q_lens = single.kv_lens = {static_cast<int>(len)};
       single.fused_qkv.assign(qkv.begin() + first * 3 * d, qkv.begin() + (first + len) * 3 * d);
       const Result one = run_problem(single, rng);
@@ -346,6 +347,107 @@ TEST(FlashAttentionGpu, BatchingDoesNotChangeResults) {
   }
 }
 
+TEST(FlashAttentionGpu, BatchingDoesNotChangeResults) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("FlashAttentionGpu.batching");
+  check_batching_invariance(64, rng);
+}
+
+// Head dim 32 (MiniLM: 384 = 12 x 32), the fused QKV [tokens, 3 x 384] read in place as BERT does.
+TEST(FlashAttentionGpu, HeadDim32VarlenMixedLengths) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("FlashAttentionGpu.hd32_varlen");
+  for (DType t : kTypes) {
+    for (bool causal : {false, true}) {
+      Problem pb;
+      pb.name = tname("hd32_varlen_h12", t, causal);
+      pb.t = t;
+      pb.heads = 12;
+      pb.head_dim = 32;
+      pb.causal = causal;
+      pb.q_lens = pb.kv_lens = {1, 7, 33, 64, 65, 130, 255, 256, 2, 1};
+      run_problem(pb, rng);
+    }
+  }
+}
+
+TEST(FlashAttentionGpu, HeadDim32OneTokenSequencesAndLongest) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("FlashAttentionGpu.hd32_edges");
+  for (DType t : kTypes) {
+    Problem ones;
+    ones.name = tname("hd32_one_token_h12", t, false);
+    ones.t = t;
+    ones.heads = 12;
+    ones.head_dim = 32;
+    ones.q_lens = ones.kv_lens = {1, 1, 1, 1, 1};
+    run_problem(ones, rng);
+    Problem longest = ones;
+    longest.name = tname("hd32_longest512_h12", t, false);
+    longest.q_lens = longest.kv_lens = {512, 1, 511, 3};  // BERT's max_position_embeddings
+    run_problem(longest, rng);
+  }
+}
+
+TEST(FlashAttentionGpu, HeadDim32SeparateAndPaddedMask) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("FlashAttentionGpu.hd32_layouts");
+  for (DType t : kTypes) {
+    for (bool causal : {false, true}) {
+      Problem sep;
+      sep.name = tname("hd32_separate_h3", t, causal);
+      sep.t = t;
+      sep.heads = 3;
+      sep.head_dim = 32;
+      sep.causal = causal;
+      sep.layout = Layout::SeparateVarlen;
+      sep.q_lens = {1, 7, 33, 64, 100, 4, 0};
+      sep.kv_lens = {1, 40, 33, 200, 164, 448, 5};
+      run_problem(sep, rng);
+      Problem pad = sep;
+      pad.name = tname("hd32_padded_mask_h4", t, causal);
+      pad.heads = 4;
+      pad.layout = Layout::Padded;
+      pad.q_lens = pad.kv_lens = {77, 77, 77, 77, 77};
+      pad.valid = {77, 1, 0, 33, -2};
+      run_problem(pad, rng);
+    }
+  }
+}
+
+TEST(FlashAttentionGpu, HeadDim32BatchingDoesNotChangeResults) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("FlashAttentionGpu.hd32_batching");
+  check_batching_invariance(32, rng);
+}
+
+// batch = 0 (an empty request list) and q_len = 0 launch nothing and write nothing.
+TEST(FlashAttentionGpu, EmptyBatchWritesNothing) {
+  FLURRY_REQUIRE_GPU();
+  for (int hd : {32, 64}) {
+    DeviceBuffer buf(1 << 12), out(1 << 12), cu(16);
+    CUDA_CHECK(cudaMemset(cu.get(), 0, 16));
+    out.poison();
+    FlashAttentionArgs a;
+    a.q = a.k = a.v = buf.get();
+    a.out = out.get();
+    a.q_ld = a.k_ld = a.v_ld = a.out_ld = 12 * hd;
+    a.heads = 12;
+    a.head_dim = hd;
+    a.batch = 0;
+    a.cu_seqlens_q = a.cu_seqlens_k = static_cast<const int32_t*>(cu.get());
+    a.q_len = 0;
+    flash_attention(a, nullptr);
+    a.batch = 1;  // one sequence of no tokens
+    flash_attention(a, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<float> got = test::download(out.get(), (1 << 12) / 2, DType::F16);
+    for (float g : got) {
+      ASSERT_TRUE(std::isnan(g)) << "head_dim " << hd << ": an empty batch wrote output";
+    }
+  }
+}
+
 TEST(FlashAttentionGpu, RejectsBadArguments) {
   FLURRY_REQUIRE_GPU();
   DeviceBuffer buf(1 << 16);
@@ -357,6 +459,8 @@ TEST(FlashAttentionGpu, RejectsBadArguments) {
   a.batch = 1;
   a.q_len = a.kv_len = 4;
   a.head_dim = 128;
+  EXPECT_THROW(flash_attention(a, nullptr), Error);
+  a.head_dim = 48;
   EXPECT_THROW(flash_attention(a, nullptr), Error);
   a.head_dim = 64;
   a.q_ld = 60;  // below heads * head_dim

@@ -18,21 +18,26 @@ namespace fs = std::filesystem;
 
 namespace flurry::bert {
 
-EmbedAssets load_embed_assets(const std::string& dir) {
+EmbedAssets load_embed_assets(const std::string& dir, bool cpu_model) {
   FLURRY_CHECK(fs::is_directory(dir), "model directory '" << dir << "' does not exist");
   EmbedAssets a;
   a.dir = dir;
-  a.model = BertModel::load(dir);
+  if (cpu_model) {
+    a.model = BertModel::load(dir);
+    a.config = a.model->config();
+  } else {
+    a.config = load_bert_config((fs::path(dir) / "config.json").string());
+  }
   a.tokenizer = std::make_shared<const WordPieceTokenizer>(WordPieceTokenizer::from_dir(dir));
-  a.sentence = load_sentence_config(dir, a.model->config());
-  FLURRY_CHECK(a.tokenizer->vocab_size() <= a.model->config().vocab_size,
+  a.sentence = load_sentence_config(dir, a.config);
+  FLURRY_CHECK(a.tokenizer->vocab_size() <= a.config.vocab_size,
                dir << ": the tokenizer has " << a.tokenizer->vocab_size() << " tokens, the model "
-                   << a.model->config().vocab_size);
+                   << a.config.vocab_size);
   return a;
 }
 
 int64_t effective_max_len(const EmbedAssets& a, const EmbedOptions& o) {
-  const int64_t limit = a.model->config().max_position_embeddings;
+  const int64_t limit = a.config.max_position_embeddings;
   const int64_t n = o.max_seq_length > 0 ? o.max_seq_length : a.sentence.max_seq_length;
   FLURRY_CHECK(n >= 2 && n <= limit, "--max-seq-length " << n << " outside [2, " << limit << "]");
   return n;
@@ -42,11 +47,18 @@ bool effective_normalize(const EmbedAssets& a, const EmbedOptions& o) {
   return o.normalize < 0 ? a.sentence.normalize : o.normalize == 1;
 }
 
+namespace {
+const BertModel& cpu_model(const EmbedAssets& a) {
+  FLURRY_CHECK(a.model != nullptr, a.dir << ": the CPU encoder needs the model loaded (load_embed_assets cpu_model)");
+  return *a.model;
+}
+}  // namespace
+
 CpuEncoder::CpuEncoder(const EmbedAssets& a, const EmbedOptions& o, StageTimers* timers)
     : Encoder(*a.tokenizer, effective_max_len(a, o), timers), a_(a), normalize_(effective_normalize(a, o)),
-      scratch_(*a.model, max_len_) {}
+      scratch_(cpu_model(a), max_len_) {}
 
-int64_t CpuEncoder::dim() const { return a_.model->config().hidden_size; }
+int64_t CpuEncoder::dim() const { return a_.config.hidden_size; }
 
 void CpuEncoder::encode_ids(const std::vector<std::vector<int32_t>>& seqs, float* out) {
   const int64_t d = dim();

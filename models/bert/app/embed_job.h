@@ -20,11 +20,14 @@ namespace flurry::bert {
 // One checkpoint folder, loaded once per process.
 struct EmbedAssets {
   std::string dir;
-  std::shared_ptr<const BertModel> model;
+  BertConfig config;
+  std::shared_ptr<const BertModel> model;  // the CPU reference weights; null when not loaded
   std::shared_ptr<const WordPieceTokenizer> tokenizer;
   SentenceConfig sentence;
 };
-EmbedAssets load_embed_assets(const std::string& dir);
+// `cpu_model` false skips the fp32 host copy of the weights (a GPU encoder reads the checkpoint
+// itself); the CpuEncoder needs it.
+EmbedAssets load_embed_assets(const std::string& dir, bool cpu_model = true);
 
 struct EmbedOptions {
   int64_t max_seq_length = 0;  // 0: the checkpoint's (sentence_bert_config.json)

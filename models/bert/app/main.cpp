@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,9 @@
 #include <nlohmann/json.hpp>
 
 #include "models/bert/app/embed_job.h"
+#ifdef FLURRY_EMBED_GPU
+#include "models/bert/app/gpu_encoder.h"
+#endif
 #include "models/bert/retrieval.h"
 #include "runtime/app/app.h"
 #include "runtime/check.h"
@@ -31,7 +35,8 @@ using namespace flurry;
 
 struct Flags {
   std::string mode = "embed";
-  std::string model, input_format = "auto", pooling, dtype = "float32";
+  std::string model, input_format = "auto", pooling, dtype = "float32", gpu_dtype = "float16";
+  int64_t max_batch_tokens = 0;
   bert::EmbedOptions embed;
   TextSpec text;
   bool normalize = false, no_normalize = false;
@@ -63,6 +68,11 @@ void add_flags(CLI::App& cli, Flags& f) {
   cli.add_flag("--normalize", f.normalize, "L2-normalise the vectors (default: as modules.json says)");
   cli.add_flag("--no-normalize", f.no_normalize, "do not L2-normalise the vectors");
   cli.add_option("--dtype", f.dtype, "embeddings.npy element type")->check(CLI::IsMember({"float32", "float16"}));
+  cli.add_option("--gpu-dtype", f.gpu_dtype, "cuda: weights and activations (fp32 accumulation either way)")
+      ->check(CLI::IsMember({"float16", "bfloat16"}));
+  cli.add_option("--max-batch-tokens", f.max_batch_tokens,
+                 "cuda: tokens per batch; 0: as many as --max-gpu-memory (or the free memory) allows, at most 65536")
+      ->check(CLI::NonNegativeNumber);
   cli.add_option("--chunk-rows", f.embed.rows_per_chunk, "rows per work unit handed to a rank")->check(CLI::PositiveNumber);
   cli.add_option("--chunk-tokens", f.embed.chunk_tokens,
                  "split long texts into windows of this many tokens ([CLS]/[SEP] included), one row each, "
@@ -145,7 +155,10 @@ int process(app::AppContext& app, Flags& f, const std::string& argv0) {
   if (f.model.empty()) f.model = default_model(argv0.c_str());
   FLURRY_CHECK(!f.model.empty(), "no --model given and no default checkpoint found: run `make models` "
                                  "(it installs all-MiniLM-L6-v2 under models-cache/) or pass --model DIR");
-  FLURRY_CHECK(app.device == "cpu", "flurry-embed runs on the CPU reference path in this build; use --device cpu");
+#ifndef FLURRY_EMBED_GPU
+  FLURRY_CHECK(app.device == "cpu", "flurry-embed was built without the CUDA backend; use --device cpu");
+#endif
+  const bool cuda = app.device == "cuda";
   FLURRY_CHECK(!(f.normalize && f.no_normalize), "--normalize and --no-normalize together");
   f.embed.normalize = f.normalize ? 1 : (f.no_normalize ? 0 : -1);
   f.embed.fp16_output = f.dtype == "float16";
@@ -155,13 +168,27 @@ int process(app::AppContext& app, Flags& f, const std::string& argv0) {
   std::optional<bert::EmbedAssets> assets;
   {
     ScopedStage st(&timers, "load");
-    assets.emplace(bert::load_embed_assets(f.model));
+    assets.emplace(bert::load_embed_assets(f.model, /*cpu_model=*/!cuda));
   }
-  bert::CpuEncoder enc(*assets, f.embed, &timers);
-  LOG_INFO("model " << f.model << ": " << assets->model->config().num_hidden_layers << " layers, dim " << enc.dim()
+  std::unique_ptr<bert::Encoder> encoder;
+  if (cuda) {
+#ifdef FLURRY_EMBED_GPU
+    ScopedStage st(&timers, "load");
+    bert::GpuEncoderOptions g;
+    g.dtype = f.gpu_dtype == "bfloat16" ? DType::BF16 : DType::F16;
+    g.max_batch = app.common.batch_size;
+    g.max_tokens = f.max_batch_tokens;
+    g.max_gpu_memory = app.max_gpu_bytes;
+    encoder = std::make_unique<bert::GpuEncoder>(*assets, f.embed, g, &timers);
+#endif
+  } else {
+    encoder = std::make_unique<bert::CpuEncoder>(*assets, f.embed, &timers);
+  }
+  bert::Encoder& enc = *encoder;
+  LOG_INFO("model " << f.model << ": " << assets->config.num_hidden_layers << " layers, dim " << enc.dim()
                     << ", pooling " << bert::pooling_name(assets->sentence.pooling) << ", normalize "
                     << (bert::effective_normalize(*assets, f.embed) ? "yes" : "no") << ", max_seq_length "
-                    << bert::effective_max_len(*assets, f.embed) << "; device cpu");
+                    << bert::effective_max_len(*assets, f.embed) << "; device " << app.device);
   if (f.mode == "eval") return run_eval(app, *assets, f, enc, &timers);
   std::vector<std::string> paths = app.inputs.paths;
   if (!app.inputs.input_list.empty()) {
@@ -188,7 +215,13 @@ int main(int argc, char** argv) {
   spec.binary = "flurry-embed";
   spec.description = "sentence embeddings with BERT-family encoders (sentence-transformers folders), search and "
                      "BEIR retrieval evaluation";
-  spec.batch_size_help = "texts encoded together (the CPU reference path encodes one at a time)";
+  spec.batch_size_help =
+      "cuda: at most this many texts per GPU batch (the token budget, from --max-batch-tokens or "
+      "--max-gpu-memory, also bounds it); the CPU reference path encodes one at a time";
+  spec.default_batch_size = 1024;
+#ifdef FLURRY_EMBED_GPU
+  spec.cuda_backend = true;
+#endif
   spec.rewrite_args = mode_word;
   Flags f;
   spec.add_flags = [&](CLI::App& cli) { add_flags(cli, f); };

@@ -46,6 +46,22 @@ void gpu_residual_layernorm(const GpuContext& ctx, void* x, const void* add, con
   layernorm(a, ctx.stream);
 }
 
+void gpu_add_layernorm(const GpuContext& ctx, const void* x, const void* add, const GpuLayerNorm& ln, void* y,
+                       int64_t rows) {
+  if (rows == 0) return;
+  LayerNormArgs a;
+  a.x = x;
+  a.add = add;
+  a.gamma = ln.gamma;
+  a.beta = ln.beta;
+  a.y = y;
+  a.type = ctx.dtype;
+  a.rows = rows;
+  a.dim = ctx.d;
+  a.eps = ctx.eps;
+  layernorm(a, ctx.stream);
+}
+
 void gpu_ffn(const GpuContext& ctx, const GpuLinear& fc1, const GpuLinear& fc2, const void* x, void* hidden, void* out,
              int64_t rows) {
   gpu_linear(ctx, fc1, x, hidden, rows, Epilogue::BiasGeluErf);

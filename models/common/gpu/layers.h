@@ -45,6 +45,11 @@ void gpu_linear(const GpuContext& ctx, const GpuLinear& l, const void* x, void* 
 void gpu_residual_layernorm(const GpuContext& ctx, void* x, const void* add, const GpuLayerNorm& ln, void* y,
                             int64_t rows);
 
+// y = LN(x + add) without writing the sum back: the post-LN block's "h = LN(h + sublayer(h))"
+// (BERT), with y == x for the update in place. One pass, one store per element.
+void gpu_add_layernorm(const GpuContext& ctx, const void* x, const void* add, const GpuLayerNorm& ln, void* y,
+                       int64_t rows);
+
 // out[rows, d] = fc2(gelu(fc1(x))), erf GELU fused into fc1's epilogue; `hidden` holds
 // [rows, fc1.out]. The residual add is left to the next gpu_residual_layernorm (pre-LN) so it costs
 // no extra pass.
@@ -64,7 +69,7 @@ struct GpuAttentionShape {
 // out[rows, d] = out_proj(attention(qkv(x))): the fused q|k|v projection into qkv_buf [rows, 3d],
 // flash attention within each sequence into attn_buf [rows, d], then the output projection. The
 // residual and LayerNorm are the caller's: pre-LN models add `out` in the next
-// gpu_residual_layernorm, post-LN models (BERT) call gpu_residual_layernorm(h, out) right after.
+// gpu_residual_layernorm, post-LN models (BERT) call gpu_add_layernorm(h, out, ln, h) right after.
 void gpu_self_attention(const GpuContext& ctx, const GpuLinear& qkv, const GpuLinear& out_proj,
                         const GpuAttentionShape& shape, const void* x, void* qkv_buf, void* attn_buf, void* out,
                         int64_t rows);
