@@ -47,9 +47,13 @@ const float* run_mlp(const std::vector<models::LinearW>& layers, bool final_relu
 
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
-models::WeightTable dlrm_weight_table(const DlrmConfig& c) {
+models::WeightTable dlrm_weight_table(const DlrmConfig& c, const std::vector<bool>* tables) {
+  FLURRY_CHECK(!tables || tables->size() == c.tables.size(),
+               "table flags for " << (tables ? tables->size() : 0) << " tables, the model has " << c.tables.size());
   models::WeightTable t;
-  for (const TableConfig& tc : c.tables) {
+  for (size_t i = 0; i < c.tables.size(); ++i) {
+    if (tables && !(*tables)[i]) continue;
+    const TableConfig& tc = c.tables[i];
     const float r = 1.0f / std::sqrt(static_cast<float>(tc.rows));
     t.add("embeddings." + tc.name, "embeddings." + tc.name + ".weight", {tc.rows, tc.dim},
           models::WeightInit::uniform(-std::max(r, 0.01f), std::max(r, 0.01f)));
@@ -69,11 +73,18 @@ models::WeightTable dlrm_weight_table(const DlrmConfig& c) {
 }
 
 DlrmModel load_dlrm_cpu(const DlrmConfig& cfg, const Checkpoint& ck) {
-  const models::WeightTable t = dlrm_weight_table(cfg);
+  return load_dlrm_cpu(cfg, ck, std::vector<bool>(cfg.tables.size(), true));
+}
+
+DlrmModel load_dlrm_cpu(const DlrmConfig& cfg, const Checkpoint& ck, const std::vector<bool>& tables) {
+  const models::WeightTable t = dlrm_weight_table(cfg, &tables);
   models::validate_checkpoint(t, ck);
   DlrmModel m;
   m.cfg = cfg;
-  for (const TableConfig& tc : cfg.tables) m.tables.push_back(models::bind_f32(t, ck, "embeddings." + tc.name));
+  m.tables.resize(cfg.tables.size());
+  for (size_t i = 0; i < cfg.tables.size(); ++i) {
+    if (tables[i]) m.tables[i] = models::bind_f32(t, ck, "embeddings." + cfg.tables[i].name);
+  }
   m.bottom = bind_mlp(t, ck, "bottom_mlp", cfg.bottom_mlp.size());
   m.top = bind_mlp(t, ck, "top_mlp", cfg.top_mlp.size());
   for (int64_t l = 0; l < cfg.interaction.layers; ++l) {
@@ -82,6 +93,11 @@ DlrmModel load_dlrm_cpu(const DlrmConfig& cfg, const Checkpoint& ck) {
                                        models::bind_f32(t, ck, p + ".bias")});
   }
   return m;
+}
+
+bool table_bound(const DlrmModel& m, int table) {
+  const TableConfig& t = m.cfg.tables[static_cast<size_t>(table)];
+  return static_cast<int64_t>(m.tables[static_cast<size_t>(table)].size()) == t.rows * t.dim;
 }
 
 void embedding_bag_ref(const float* table, int64_t rows, int64_t dim, const int32_t* offsets, const int32_t* indices,
@@ -155,29 +171,30 @@ void cross_layer_ref(const DlrmModel::Cross& l, const float* x0, float* x, int64
   for (int64_t i = 0; i < n * width; ++i) x[i] = x0[i] * u[static_cast<size_t>(i)] + x[i];
 }
 
-void dlrm_forward(const DlrmModel& m, const DlrmBatch& batch, DlrmScratch& s, float* logits) {
-  const DlrmConfig& c = m.cfg;
+namespace {
+
+void check_batch(const DlrmConfig& c, const DlrmBatch& batch) {
   const int64_t n = batch.n;
-  if (n == 0) return;
   FLURRY_CHECK(static_cast<int64_t>(batch.dense.size()) == n * c.num_dense() &&
                    static_cast<int64_t>(batch.offsets.size()) == c.num_bags() * n + 1,
                "a DLRM batch of " << n << " samples has " << batch.dense.size() << " dense values and "
                                   << batch.offsets.size() << " offsets (the model needs " << c.num_dense()
                                   << " dense features and " << c.num_bags() << " bags)");
-  const int64_t concat = c.concat_width();
-  const int64_t bottom = c.bottom_out();
+}
+
+// The bottom MLP into the first bottom_out columns of s.feats [n, concat_width].
+void bottom_into_feats(const DlrmModel& m, const DlrmBatch& batch, DlrmScratch& s) {
+  const DlrmConfig& c = m.cfg;
+  const int64_t n = batch.n, concat = c.concat_width(), bottom = c.bottom_out();
   s.feats.resize(static_cast<size_t>(n * concat));
-  // Bottom MLP into the first `bottom` columns of each feature row.
   const float* bot = run_mlp(m.bottom, c.bottom_final_relu, batch.dense.data(), n, s.a, s.b);
   for (int64_t i = 0; i < n; ++i) std::copy(bot + i * bottom, bot + (i + 1) * bottom, s.feats.data() + i * concat);
-  int64_t col = bottom;
-  for (int64_t b = 0; b < c.num_bags(); ++b) {
-    const BagConfig& bag = c.bags[static_cast<size_t>(b)];
-    const TableConfig& t = c.tables[static_cast<size_t>(bag.table)];
-    embedding_bag_ref(m.tables[static_cast<size_t>(bag.table)].data(), t.rows, t.dim, batch.offsets.data() + b * n,
-                      batch.indices.data(), n, bag.pooling, s.feats.data() + col, concat);
-    col += t.dim;
-  }
+}
+
+// Interaction (and cross layers) over the filled s.feats, then the top MLP into logits.
+void interact_and_top(const DlrmModel& m, int64_t n, DlrmScratch& s, float* logits) {
+  const DlrmConfig& c = m.cfg;
+  const int64_t concat = c.concat_width();
   const int64_t width = c.interaction_out();
   s.inter.resize(static_cast<size_t>(n * width));
   interaction_ref(c, s.feats.data(), concat, n, s.inter.data());
@@ -189,6 +206,46 @@ void dlrm_forward(const DlrmModel& m, const DlrmBatch& batch, DlrmScratch& s, fl
   }
   const float* top = run_mlp(m.top, false, s.inter.data(), n, s.a, s.b);
   std::copy(top, top + n, logits);
+}
+
+}  // namespace
+
+void dlrm_forward(const DlrmModel& m, const DlrmBatch& batch, DlrmScratch& s, float* logits) {
+  const DlrmConfig& c = m.cfg;
+  const int64_t n = batch.n;
+  if (n == 0) return;
+  check_batch(c, batch);
+  const int64_t concat = c.concat_width();
+  bottom_into_feats(m, batch, s);
+  int64_t col = c.bottom_out();
+  for (int64_t b = 0; b < c.num_bags(); ++b) {
+    const BagConfig& bag = c.bags[static_cast<size_t>(b)];
+    const TableConfig& t = c.tables[static_cast<size_t>(bag.table)];
+    FLURRY_CHECK(table_bound(m, bag.table), "table '" << t.name << "' is not loaded on this rank (a sharded model "
+                                                      << "pools it on its owner: use dlrm_forward_pooled)");
+    embedding_bag_ref(m.tables[static_cast<size_t>(bag.table)].data(), t.rows, t.dim, batch.offsets.data() + b * n,
+                      batch.indices.data(), n, bag.pooling, s.feats.data() + col, concat);
+    col += t.dim;
+  }
+  interact_and_top(m, n, s, logits);
+}
+
+void dlrm_forward_pooled(const DlrmModel& m, const DlrmBatch& batch, const float* pooled, int64_t ld_pooled,
+                         DlrmScratch& s, float* logits) {
+  const DlrmConfig& c = m.cfg;
+  const int64_t n = batch.n;
+  if (n == 0) return;
+  FLURRY_CHECK(static_cast<int64_t>(batch.dense.size()) == n * c.num_dense(),
+               "a DLRM batch of " << n << " samples has " << batch.dense.size() << " dense values (the model needs "
+                                  << c.num_dense() << " per sample)");
+  const int64_t concat = c.concat_width(), bottom = c.bottom_out(), width = concat - bottom;
+  FLURRY_CHECK(ld_pooled >= width, "pooled rows of stride " << ld_pooled << " cannot hold the " << width
+                                                             << " values of the bags");
+  bottom_into_feats(m, batch, s);
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy(pooled + i * ld_pooled, pooled + i * ld_pooled + width, s.feats.data() + i * concat + bottom);
+  }
+  interact_and_top(m, n, s, logits);
 }
 
 }  // namespace flurry::dlrm

@@ -19,12 +19,13 @@
 namespace flurry::dlrm {
 
 // The tensors of a DLRM's checkpoint (names in config.h). Tables use a small uniform init (as
-// facebookresearch/dlrm's +-1/sqrt(rows)), MLPs fan-in.
-models::WeightTable dlrm_weight_table(const DlrmConfig& c);
+// facebookresearch/dlrm's +-1/sqrt(rows)), MLPs fan-in. With `tables` (one flag per config table),
+// only the flagged embedding tables are listed: what one rank of a table-sharded run binds.
+models::WeightTable dlrm_weight_table(const DlrmConfig& c, const std::vector<bool>* tables = nullptr);
 
 struct DlrmModel {
   DlrmConfig cfg;
-  std::vector<std::vector<float>> tables;  // [rows * dim] per table
+  std::vector<std::vector<float>> tables;  // [rows * dim] per table; empty when not bound here
   std::vector<models::LinearW> bottom, top;
   struct Cross {
     std::vector<float> v, w, b;  // V [rank, N], W [N, rank], b [N]
@@ -33,6 +34,11 @@ struct DlrmModel {
 };
 
 DlrmModel load_dlrm_cpu(const DlrmConfig& cfg, const Checkpoint& ck);
+// The same binding only the flagged tables (one flag per config table; the checkpoint is mapped, so
+// the others are never read): a rank of a table-sharded run. dlrm_forward refuses such a model
+// unless every table its bags read is bound; dlrm_forward_pooled needs none.
+DlrmModel load_dlrm_cpu(const DlrmConfig& cfg, const Checkpoint& ck, const std::vector<bool>& tables);
+bool table_bound(const DlrmModel& m, int table);
 
 // ---- Reference ops (each one kernel's oracle) ----
 
@@ -55,6 +61,13 @@ struct DlrmScratch {
 
 // logits[i] for every sample of the batch.
 void dlrm_forward(const DlrmModel& m, const DlrmBatch& batch, DlrmScratch& s, float* logits);
+
+// The same forward with the bags already pooled elsewhere (the owners of a sharded run):
+// pooled [batch.n, ld_pooled] holds each sample's bag vectors in bag order (concat_width - bottom_out
+// values). Only batch.n and batch.dense are read. Pooled by embedding_bag_ref over the same indices
+// in the same order, the logits are bit-identical to dlrm_forward's.
+void dlrm_forward_pooled(const DlrmModel& m, const DlrmBatch& batch, const float* pooled, int64_t ld_pooled,
+                         DlrmScratch& s, float* logits);
 
 float sigmoid(float x);
 

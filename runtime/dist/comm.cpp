@@ -57,7 +57,7 @@ class SelfCommunicator final : public Communicator {
   int size() const override { return 1; }
 
   void all_gather(const void* send, void* recv, size_t count, DType t, Where w, void* s) override {
-    sync_stream(w == Where::Device ? s : nullptr);
+    if (w == Where::Device) sync_stream(s);  // host buffers: nothing to wait for (and maybe no driver)
     copy_bytes(recv, w, send, w, count * dtype_size(t));
   }
   void all_to_all(const void* send, void* recv, size_t count, DType t, Where w, void* s) override {
@@ -72,7 +72,7 @@ class SelfCommunicator final : public Communicator {
                  "all_to_allv on one rank takes one count and one displacement per side");
     FLURRY_CHECK(send_counts[0] == recv_counts[0],
                  "all_to_allv: send count " << send_counts[0] << " != receive count " << recv_counts[0]);
-    sync_stream(w == Where::Device ? s : nullptr);
+    if (w == Where::Device) sync_stream(s);  // host buffers: nothing to wait for (and maybe no driver)
     const size_t es = dtype_size(t);
     copy_bytes(static_cast<char*>(recv) + recv_displs[0] * es, w,
                static_cast<const char*>(send) + send_displs[0] * es, w, send_counts[0] * es);

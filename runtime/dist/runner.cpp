@@ -403,6 +403,7 @@ int run_items(DistContext& ctx, const RunnerOptions& opts, const std::vector<Wor
         stop_rank(ctx, opts, item.id, e.what());
       }
     }
+    if (opts.after_last_item) opts.after_last_item();
   });
 }
 

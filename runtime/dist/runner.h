@@ -90,6 +90,11 @@ struct RunnerOptions {
   StageTimers* timers = nullptr;
   std::function<std::string(uint64_t)> data_header;
   int64_t data_sync_bytes = 64ll << 20;
+  // run_job only: called on each rank once next() has said there is no more work for it, still
+  // inside the session (rank 0 keeps serving the others' requests meanwhile). For jobs whose items
+  // take part in collectives across ranks (flurry-dlrm --shard-tables), so that a rank out of work
+  // keeps joining them until every rank is done. A throw stops the rank like an item's fault.
+  std::function<void()> after_last_item;
 };
 
 using ProcessFn = std::function<Json(const WorkItem&)>;

@@ -121,6 +121,13 @@ std::vector<FieldRow> read_rows(const TextChunk& c, const std::vector<std::strin
   }
 }
 
+// The scorer's manifest fields and its end-of-work hook (a sharded scorer's drain).
+void attach_scorer(dist::RunnerOptions& opts, Scorer& scorer) {
+  const Json m = scorer.manifest();
+  if (!m.is_null()) opts.extra["sharding"] = m;
+  opts.after_last_item = [&scorer] { scorer.finish(); };
+}
+
 // Sums the per-chunk encoder counts of the merged records into the manifest.
 void add_to_manifest(const std::string& out_dir, const std::function<void(Json&)>& edit) {
   Json m = read_json_file(out_dir + "/manifest.json");
@@ -183,6 +190,7 @@ int run_score(app::AppContext& app, const DlrmAssets& a, const ScoreOptions& o, 
   opts.extra["dlrm"] = {{"interaction", interaction_name(a.cfg.interaction.type)},
                         {"device", scorer.device()},
                         {"batch", o.batch}};
+  attach_scorer(opts, scorer);
   const std::vector<dist::WorkItem> items = table_items(app, paths, o.format, o.rows_per_chunk, timers);
   DlrmBatch batch;
   std::vector<std::string> errors;
@@ -466,6 +474,7 @@ int run_recommend(app::AppContext& app, const DlrmAssets& a, const RecommendOpti
                              {"items_not_ordered", o.items_not_ordered},
                              {"trucks_not_visited", o.trucks_not_visited},
                              {"device", scorer.device()}};
+  attach_scorer(opts, scorer);
   const std::vector<dist::WorkItem> work = table_items(app, {o.customers}, TextFormat::kAuto, o.customers_per_chunk, timers);
   DlrmBatch batch;
   std::vector<std::string> errors;

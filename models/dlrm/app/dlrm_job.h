@@ -43,6 +43,12 @@ class Scorer {
   // host; the GPU keeps the scores on the device.
   virtual void topk(const DlrmBatch& batch, int64_t customers, int64_t candidates, const uint8_t* valid, int k,
                     float* top_logits, int32_t* top_index);
+  // Called once on each rank when it has no work left, before the job ends (the runner's
+  // after_last_item): a sharded scorer keeps joining the other ranks' exchange steps until every
+  // rank is done (sharded_scorer.h). Nothing for the others.
+  virtual void finish() {}
+  // Manifest fields of the scorer (the shard plan), under "sharding"; null: none.
+  virtual Json manifest() const { return Json(); }
 
  private:
   std::vector<float> logits_;

@@ -5,6 +5,7 @@
 //   flurry-dlrm eval --model DIR test.csv --output-dir out              # + out/metrics.json
 //   flurry-dlrm recommend --model DIR --customers c.csv --items i.csv --orders o.csv
 //       --country US --items-not-ordered --top-k 3 --table RECOMMENDATIONS --output-dir out
+//   mpirun -np 4 flurry-dlrm score --shard-tables ...     # each rank holds a quarter of the tables
 #include <CLI/CLI.hpp>
 
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "models/dlrm/app/dlrm_job.h"
+#include "models/dlrm/app/sharded_scorer.h"
 #if FLURRY_DLRM_GPU
 #include "models/dlrm/app/gpu_scorer.h"
 #endif
@@ -32,6 +34,7 @@ struct Flags {
   std::vector<std::string> country, city, brand, where, match;
   std::string item_fields = "menu_item,truck_brand";
   std::string dtype = "float16";
+  bool shard_tables = false;
 };
 
 std::vector<std::string> mode_word(std::vector<std::string> args) {
@@ -81,6 +84,10 @@ void add_flags(CLI::App& cli, Flags& f) {
   cli.add_option("--chunk-customers", f.rec.customers_per_chunk, "recommend: customers per work unit")->check(CLI::PositiveNumber);
   cli.add_option("--dtype", f.dtype, "cuda: weights and activations (fp32 accumulation)")
       ->check(CLI::IsMember({"float32", "float16", "bfloat16"}));
+  cli.add_flag("--shard-tables", f.shard_tables,
+               "split the embedding tables over the ranks (greedy by bytes; the plan is logged and kept in "
+               "manifest.json): each rank loads only its tables and pools them for every rank's batches, for "
+               "tables larger than one GPU or host; results are identical to the unsharded run");
   cli.add_option("--sqlite", f.rec.sqlite, "recommend: SQLite database (default: OUTPUT_DIR/recommendations.sqlite)");
   cli.add_option("--table", f.rec.table, "recommend: SQLite table, replaced atomically");
 }
@@ -98,14 +105,22 @@ int process(app::AppContext& app, Flags& f) {
     ScopedStage st(&timers, "load");
     assets = dlrm::load_dlrm_assets(f.model, f.spec);
     if (app.device == "cpu") {
-      scorer_ptr = std::make_unique<dlrm::CpuScorer>(assets);
+      if (f.shard_tables) {
+        scorer_ptr = std::make_unique<dlrm::ShardedCpuScorer>(assets, app.dist);
+      } else {
+        scorer_ptr = std::make_unique<dlrm::CpuScorer>(assets);
+      }
     } else {
 #if FLURRY_DLRM_GPU
       dlrm::DlrmGpuOptions go;
       go.dtype = f.dtype == "float32" ? DType::F32 : (f.dtype == "bfloat16" ? DType::BF16 : DType::F16);
       go.max_batch = batch;
       go.max_gpu_memory = app.max_gpu_bytes;
-      scorer_ptr = std::make_unique<dlrm::GpuScorer>(assets, go, &timers);
+      if (f.shard_tables) {
+        scorer_ptr = std::make_unique<dlrm::ShardedGpuScorer>(assets, go, app.dist, &timers);
+      } else {
+        scorer_ptr = std::make_unique<dlrm::GpuScorer>(assets, go, &timers);
+      }
 #else
       FLURRY_FAIL("this flurry-dlrm was built without CUDA; use --device cpu");
 #endif

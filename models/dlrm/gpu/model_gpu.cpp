@@ -173,20 +173,21 @@ struct DlrmGpu::Impl {
   // Pinned staging.
   PinnedBuffer p_dense, p_offsets, p_indices, p_logits, p_top_scores, p_top_index, p_mask;
   StageTimers* timers = nullptr;
+  bool all_tables = true;  // false on a rank of a table-sharded run
 
   void upload(const Checkpoint& ck);
   void check_batch(const DlrmBatch& b) const;
   int64_t indices_in(const DlrmBatch& b, int64_t s0, int64_t s1) const;
   int64_t fit_end(const DlrmBatch& b, int64_t s0, int64_t limit, int64_t unit) const;
   int64_t stage(const DlrmBatch& b, int64_t s0, int64_t s1);
-  void run_pass(int64_t m, int64_t nidx);
+  void run_pass(int64_t m, int64_t nidx, const void* pooled = nullptr, int64_t ld_pooled = 0);
   void linear(const Layer& l, const void* x, int64_t ldx, void* y, int64_t ldy, int64_t m, Epilogue e,
               DType c_type, const void* bias);
   const void* interact(int64_t m, int64_t* ld_top_in);
 };
 
 void DlrmGpu::Impl::upload(const Checkpoint& ck) {
-  const models::WeightTable table = dlrm_weight_table(cfg);
+  const models::WeightTable table = dlrm_weight_table(cfg, opt.tables.empty() ? nullptr : &opt.tables);
   models::validate_checkpoint(table, ck);
   const models::DeviceWeights w = models::upload_weights(table, ck, opt.dtype, *arena, *stream);
   auto mlp = [&](const std::string& prefix, const std::vector<int64_t>& widths, int64_t in) {
@@ -203,7 +204,9 @@ void DlrmGpu::Impl::upload(const Checkpoint& ck) {
   int64_t col = shape.bottom;
   for (const BagConfig& b : cfg.bags) {
     const TableConfig& t = cfg.tables[static_cast<size_t>(b.table)];
-    bags.push_back(EmbeddingBagSpec{w.get("embeddings." + t.name), t.dim, col,
+    const bool here = opt.tables.empty() || opt.tables[static_cast<size_t>(b.table)];
+    all_tables = all_tables && here;
+    bags.push_back(EmbeddingBagSpec{here ? w.get("embeddings." + t.name) : nullptr, t.dim, col,
                                     b.pooling == Pooling::kMean ? BagPooling::Mean : BagPooling::Sum});
     bag_rows.push_back(t.rows);
     col += t.dim;
@@ -390,7 +393,9 @@ const void* DlrmGpu::Impl::interact(int64_t m, int64_t* ld_top_in) {
 }
 
 // One pass over the m staged samples, ending with fp32 logits in buf.logits (not waited for).
-void DlrmGpu::Impl::run_pass(int64_t m, int64_t nidx) {
+// With `pooled` (device [m, ld_pooled], the bags pooled by their owners) the bags are copied into
+// the feature rows instead of gathered here.
+void DlrmGpu::Impl::run_pass(int64_t m, int64_t nidx, const void* pooled, int64_t ld_pooled) {
   const size_t es = dtype_size(opt.dtype);
   cudaStream_t s = *stream;
   CUDA_CHECK(cudaMemcpyAsync(buf.dense, p_dense.data(), static_cast<size_t>(m * shape.dense_ld) * es,
@@ -418,16 +423,23 @@ void DlrmGpu::Impl::run_pass(int64_t m, int64_t nidx) {
     x = y;
     ldx = ldy;
   }
-  EmbeddingBagsArgs eb;
-  eb.bags = bags;
-  eb.table_type = opt.dtype;
-  eb.offsets = buf.offsets;
-  eb.indices = buf.indices;
-  eb.n = m;
-  eb.out = buf.feats;
-  eb.out_type = opt.dtype;
-  eb.ld_out = shape.feats_ld;
-  embedding_bags(eb, s);
+  if (pooled != nullptr) {
+    CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(buf.feats) + static_cast<size_t>(shape.bottom) * es,
+                                 static_cast<size_t>(shape.feats_ld) * es, pooled, static_cast<size_t>(ld_pooled) * es,
+                                 static_cast<size_t>(shape.concat - shape.bottom) * es, static_cast<size_t>(m),
+                                 cudaMemcpyDeviceToDevice, s));
+  } else {
+    EmbeddingBagsArgs eb;
+    eb.bags = bags;
+    eb.table_type = opt.dtype;
+    eb.offsets = buf.offsets;
+    eb.indices = buf.indices;
+    eb.n = m;
+    eb.out = buf.feats;
+    eb.out_type = opt.dtype;
+    eb.ld_out = shape.feats_ld;
+    embedding_bags(eb, s);
+  }
   x = interact(m, &ldx);
   // Top MLP: hidden layers ping-pong through act, the last writes the fp32 logit.
   for (size_t i = 0; i < top.size(); ++i) {
@@ -446,7 +458,8 @@ DlrmGpu::~DlrmGpu() = default;
 
 size_t DlrmGpu::device_bytes(const DlrmConfig& cfg, const DlrmGpuOptions& options) {
   check_supported(cfg, options);
-  return models::table_bytes(dlrm_weight_table(cfg), options.dtype, Arena::kDefaultAlign) +
+  return models::table_bytes(dlrm_weight_table(cfg, options.tables.empty() ? nullptr : &options.tables), options.dtype,
+                             Arena::kDefaultAlign) +
          layout(shape_of(cfg, options), options.dtype, nullptr, nullptr) + Arena::kDefaultAlign;
 }
 
@@ -501,6 +514,7 @@ void DlrmGpu::load(const DlrmConfig& cfg, const Checkpoint& ck, const DlrmGpuOpt
 void DlrmGpu::forward(const DlrmBatch& batch, float* host_logits) {
   FLURRY_CHECK(impl_, "dlrm gpu: forward before load");
   Impl& im = *impl_;
+  FLURRY_CHECK(im.all_tables, "dlrm gpu: forward on a model holding only some tables (table-sharded): use forward_pooled");
   im.check_batch(batch);
   for (int64_t s0 = 0; s0 < batch.n;) {
     const int64_t s1 = im.fit_end(batch, s0, std::min(batch.n, s0 + im.shape.max_batch), 1);
@@ -519,6 +533,7 @@ void DlrmGpu::recommend(const DlrmBatch& batch, int64_t customers, int64_t candi
                         float* top_logits, int32_t* top_index) {
   FLURRY_CHECK(impl_, "dlrm gpu: recommend before load");
   Impl& im = *impl_;
+  FLURRY_CHECK(im.all_tables, "dlrm gpu: recommend on a model holding only some tables (table-sharded)");
   FLURRY_CHECK(k >= 1 && k <= kTopKMax, "dlrm gpu: top-k of " << k << " (1.." << kTopKMax << ")");
   FLURRY_CHECK(customers >= 0 && candidates >= 1 && batch.n == customers * candidates,
                "dlrm gpu: a batch of " << batch.n << " samples is not " << customers << " customers x " << candidates
@@ -561,6 +576,87 @@ void DlrmGpu::recommend(const DlrmBatch& batch, int64_t customers, int64_t candi
     std::memcpy(top_index + at, im.p_top_index.data(), nk * sizeof(int32_t));
     s0 = s1;
   }
+}
+
+void DlrmGpu::pool_bag(int64_t bag, const int32_t* offsets, const int32_t* indices, int64_t n, void* device_out,
+                       int64_t ld_out) {
+  FLURRY_CHECK(impl_, "dlrm gpu: pool_bag before load");
+  Impl& im = *impl_;
+  FLURRY_CHECK(bag >= 0 && bag < im.shape.bags, "dlrm gpu: bag " << bag << " of " << im.shape.bags);
+  const EmbeddingBagSpec& spec = im.bags[static_cast<size_t>(bag)];
+  const int64_t rows = im.bag_rows[static_cast<size_t>(bag)];
+  FLURRY_CHECK(spec.table != nullptr, "dlrm gpu: bag '" << im.cfg.bags[static_cast<size_t>(bag)].name
+                                                         << "': its table is not held by this rank");
+  const size_t es = dtype_size(im.opt.dtype);
+  // Passes of at most max_batch samples and max_indices indices through the pass's own staging
+  // and offsets/indices buffers (the pass buffers are free between passes: one stream).
+  for (int64_t s0 = 0; s0 < n;) {
+    int64_t s1 = std::min(n, s0 + im.shape.max_batch);
+    while (s1 > s0 + 1 && offsets[s1] - offsets[s0] > im.shape.max_indices) s1 = s0 + (s1 - s0) / 2;
+    const int32_t base = offsets[s0], nidx = offsets[s1] - base;
+    FLURRY_CHECK(nidx <= im.shape.max_indices, "dlrm gpu: one sample holds " << nidx << " indices, more than the "
+                                                                             << im.shape.max_indices << " of a pass");
+    im.stream->synchronize();  // the pinned staging may still feed an earlier copy
+    int32_t* off = im.p_offsets.as<int32_t>();
+    int32_t* idx = im.p_indices.as<int32_t>();
+    for (int64_t i = 0; i <= s1 - s0; ++i) off[i] = offsets[s0 + i] - base;
+    for (int32_t k = 0; k < nidx; ++k) {
+      const int32_t r = indices[base + k];
+      FLURRY_CHECK(r >= 0 && r < rows, "dlrm gpu: embedding index " << r << " outside the table's " << rows << " rows");
+      idx[k] = r;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(im.buf.offsets, off, static_cast<size_t>(s1 - s0 + 1) * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, *im.stream));
+    if (nidx > 0) {
+      CUDA_CHECK(cudaMemcpyAsync(im.buf.indices, idx, static_cast<size_t>(nidx) * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, *im.stream));
+    }
+    EmbeddingBagsArgs eb;
+    eb.bags = {EmbeddingBagSpec{spec.table, spec.dim, 0, spec.pooling}};
+    eb.table_type = im.opt.dtype;
+    eb.offsets = im.buf.offsets;
+    eb.indices = im.buf.indices;
+    eb.n = s1 - s0;
+    eb.out = static_cast<char*>(device_out) + static_cast<size_t>(s0 * ld_out) * es;
+    eb.out_type = im.opt.dtype;
+    eb.ld_out = ld_out;
+    embedding_bags(eb, *im.stream);
+    s0 = s1;
+  }
+}
+
+void DlrmGpu::forward_pooled(const DlrmBatch& batch, const void* device_pooled, int64_t ld_pooled, float* host_logits) {
+  FLURRY_CHECK(impl_, "dlrm gpu: forward_pooled before load");
+  Impl& im = *impl_;
+  const int64_t n = batch.n;
+  if (n == 0) return;
+  FLURRY_CHECK(static_cast<int64_t>(batch.dense.size()) == n * im.shape.num_dense,
+               "dlrm gpu: a batch of " << n << " samples has " << batch.dense.size() << " dense values");
+  FLURRY_CHECK(ld_pooled >= im.shape.concat - im.shape.bottom, "dlrm gpu: pooled rows of stride " << ld_pooled);
+  const size_t es = dtype_size(im.opt.dtype);
+  // Dense rows only: the bags come pooled. The pinned staging may still feed pool_bag's copies.
+  im.stream->synchronize();
+  DlrmBatch dense_only;
+  for (int64_t s0 = 0; s0 < n;) {
+    const int64_t s1 = std::min(n, s0 + im.shape.max_batch), m = s1 - s0;
+    dense_only.n = m;
+    dense_only.dense.assign(batch.dense.begin() + s0 * im.shape.num_dense, batch.dense.begin() + s1 * im.shape.num_dense);
+    dense_only.offsets.assign(static_cast<size_t>(im.shape.bags * m + 1), 0);
+    dense_only.indices.clear();
+    im.stage(dense_only, 0, m);
+    ScopedStage st(im.timers, "dlrm_gpu");
+    im.run_pass(m, 0, static_cast<const char*>(device_pooled) + static_cast<size_t>(s0 * ld_pooled) * es, ld_pooled);
+    CUDA_CHECK(cudaMemcpyAsync(im.p_logits.data(), im.buf.logits, static_cast<size_t>(m) * sizeof(float),
+                               cudaMemcpyDeviceToHost, *im.stream));
+    im.stream->synchronize();
+    std::memcpy(host_logits + s0, im.p_logits.data(), static_cast<size_t>(m) * sizeof(float));
+    s0 = s1;
+  }
+}
+
+void* DlrmGpu::stream() const {
+  FLURRY_CHECK(impl_, "dlrm gpu: not loaded");
+  return static_cast<void*>(impl_->stream->get());
 }
 
 bool DlrmGpu::loaded() const { return impl_ != nullptr; }

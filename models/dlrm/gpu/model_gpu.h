@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "io/safetensors.h"
 #include "models/dlrm/config.h"
@@ -38,6 +39,10 @@ struct DlrmGpuOptions {
   int64_t max_indices = 0;
   size_t max_gpu_memory = 0;  // 0: what the device has free
   bool allow_tf32 = false;    // fp32 GEMMs on TF32 tensor cores (~1e-3 relative error)
+  // One flag per config table: only the flagged tables are uploaded (a rank of a table-sharded
+  // run, sharding.h); empty: every table. forward() and recommend() then need every table and
+  // refuse; a sharded rank uses pool_bag() for its tables and forward_pooled() for its batches.
+  std::vector<bool> tables;
 };
 
 class DlrmGpu {
@@ -66,6 +71,18 @@ class DlrmGpu {
   // fewer than k valid candidates. candidates must not exceed max_batch; 1 <= k <= 64.
   void recommend(const DlrmBatch& batch, int64_t customers, int64_t candidates, const uint8_t* valid, int k,
                  float* top_logits, int32_t* top_index);
+
+  // Table-sharded runs (app/sharded_scorer.h; the hooks that let ShardExchange drive this model):
+  // Pools bag `bag` (its table uploaded here) of n samples, offsets [n + 1] from 0 into indices
+  // (host), into device_out [n, ld_out] of the model dtype, on stream(); not waited for.
+  void pool_bag(int64_t bag, const int32_t* offsets, const int32_t* indices, int64_t n, void* device_out,
+                int64_t ld_out);
+  // forward() with the bags pooled elsewhere: device_pooled [batch.n, ld_pooled] (model dtype)
+  // holds each sample's bag vectors in bag order, written by work already queued on stream(); only
+  // batch.n and batch.dense are read.
+  void forward_pooled(const DlrmBatch& batch, const void* device_pooled, int64_t ld_pooled, float* host_logits);
+  // The model's stream (a cudaStream_t) for work that must order with its passes.
+  void* stream() const;
 
   bool loaded() const;
   const DlrmConfig& config() const;

@@ -2,11 +2,14 @@
 // eval over labelled pairs with bad rows (kept in place as errors, the rest equal to PyTorch, the
 // seed's metrics), recommend with the seed's filters alone and as two ranks under mpirun (equal to
 // PyTorch's top 3 per customer, the same output either way, the SQLite table replaced, --resume
-// doing nothing twice), Criteo TSV scoring, and models or specs that do not fit refused up front.
+// doing nothing twice), Criteo TSV scoring, models or specs that do not fit refused up front, and
+// --shard-tables under mpirun with 2 and 3 ranks (26 tables; one shared table) byte-identical to
+// the unsharded run.
 #include <gtest/gtest.h>
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -196,6 +199,24 @@ TEST_F(DlrmCli, RecommendEqualsPyTorchAloneAndUnderMpirunIntoSqlite) {
   sqlite3_close(db);
 }
 
+// A fault that is not the input's (the runner's test hook) stops the job part-way; --resume scores
+// only what is missing and the merged scores.csv equals an uninterrupted run's, byte for byte.
+TEST_F(DlrmCli, ResumeAfterAFaultFinishesExactlyOnce) {
+  const std::string common = "score --model " + ft_ + "/model --chunk-rows 100 " + ft_ + "/test.csv --output-dir ";
+  auto r = run(common + (dir_ / "whole").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  setenv("FLURRY_TEST_FATAL_AT", "3", 1);
+  r = run(common + (dir_ / "cut").string(), std::string(FLURRY_MPIEXEC) + " -np 2 --oversubscribe");
+  unsetenv("FLURRY_TEST_FATAL_AT");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(fs::exists(dir_ / "cut" / "scores.csv"));
+  r = run(common + (dir_ / "cut").string() + " --resume", std::string(FLURRY_MPIEXEC) + " -np 2 --oversubscribe");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(slurp(dir_ / "cut" / "scores.csv"), slurp(dir_ / "whole" / "scores.csv"));
+  const json m = json::parse(slurp(dir_ / "cut" / "manifest.json"));
+  EXPECT_EQ(m["rows"], 784);
+}
+
 TEST_F(DlrmCli, CriteoTsvScoresEqualPyTorch) {
   const std::string c = test::fixture_path("dlrm/classic");
   const auto r = run("score --model " + c + "/model --input-format criteo --output-dir " + (dir_ / "criteo").string() +
@@ -208,6 +229,55 @@ TEST_F(DlrmCli, CriteoTsvScoresEqualPyTorch) {
     const auto f = split_csv_simple(out[i + 1]);
     EXPECT_NEAR(std::stod(f[2]), want[i], 1e-5 * std::max(1.0, std::fabs(static_cast<double>(want[i])))) << i;
   }
+}
+
+// Tables split over the ranks: scores.csv and the recommendations byte for byte the unsharded
+// run's, the plan in the manifest covering every table once.
+TEST_F(DlrmCli, ShardTablesUnderMpirunEqualsTheUnshardedRunByteForByte) {
+  const std::string c = test::fixture_path("dlrm/classic");
+  const std::string criteo = "score --model " + c + "/model --input-format criteo --chunk-rows 9 --batch-size 5 " + c +
+                             "/input.tsv --output-dir ";
+  auto r = run(criteo + (dir_ / "c1").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(criteo + (dir_ / "c1s").string() + " --shard-tables");  // one rank: the exchange with itself
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(slurp(dir_ / "c1" / "scores.csv"), slurp(dir_ / "c1s" / "scores.csv"));
+  for (int np : {2, 3}) {
+    const std::string out = "c" + std::to_string(np);
+    r = run(criteo + (dir_ / out).string() + " --shard-tables",
+            std::string(FLURRY_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("shard plan: 26 table(s) over " + std::to_string(np) + " rank(s)"), std::string::npos)
+        << r.output;
+    EXPECT_EQ(slurp(dir_ / "c1" / "scores.csv"), slurp(dir_ / out / "scores.csv")) << np << " ranks";
+    const json m = json::parse(slurp(dir_ / out / "manifest.json"));
+    ASSERT_EQ(m["sharding"]["ranks"], np) << m.dump();
+    std::vector<std::string> tables;
+    for (const auto& pr : m["sharding"]["per_rank"]) {
+      EXPECT_FALSE(pr["tables"].empty()) << m.dump();  // 26 tables: every rank holds some
+      for (const auto& t : pr["tables"]) tables.push_back(t);
+    }
+    std::sort(tables.begin(), tables.end());
+    EXPECT_EQ(tables.size(), 26u);
+    EXPECT_EQ(std::unique(tables.begin(), tables.end()), tables.end());
+  }
+  // The food-truck model's one shared table: one owner, the other ranks only ask.
+  const std::string ft_score = "eval --model " + ft_ + "/model --chunk-rows 100 " + ft_ + "/test.csv --output-dir ";
+  r = run(ft_score + (dir_ / "f1").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(ft_score + (dir_ / "f3").string() + " --shard-tables", std::string(FLURRY_MPIEXEC) + " -np 3 --oversubscribe");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(slurp(dir_ / "f1" / "scores.csv"), slurp(dir_ / "f3" / "scores.csv"));
+  EXPECT_EQ(slurp(dir_ / "f1" / "metrics.json"), slurp(dir_ / "f3" / "metrics.json"));
+  r = run(recommend_args("r1"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(recommend_args("r2") + " --shard-tables", std::string(FLURRY_MPIEXEC) + " -np 2 --oversubscribe");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(slurp(dir_ / "r1" / "recommendations.jsonl"), slurp(dir_ / "r2" / "recommendations.jsonl"));
+  EXPECT_EQ(slurp(dir_ / "r1" / "recommendations.csv"), slurp(dir_ / "r2" / "recommendations.csv"));
+  const json m = json::parse(slurp(dir_ / "r2" / "manifest.json"));
+  EXPECT_EQ(m["sharding"]["per_rank"][0]["tables"], json::array({"shared"})) << m.dump();
+  EXPECT_TRUE(m["sharding"]["per_rank"][1]["tables"].empty()) << m.dump();
 }
 
 TEST_F(DlrmCli, ModelsAndSpecsThatDoNotFitAreRefusedBeforeScoring) {
