@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "models/whisper/inflight_core.h"
+#include "models/whisper/inflight_decoder.h"
 #include "models/whisper/model.h"
 
 namespace flurry::whisper {
@@ -38,6 +39,31 @@ class CpuInflightBackend : public InflightBackend {
   std::vector<std::unique_ptr<WhisperState>> slots_;
   std::vector<float> mel_, row_;
   std::vector<int> suppress_, blank_;
+};
+
+// InflightDecoder's backend on the CPU reference model: a WhisperState per audio index and per
+// slot (plus the spare). Slot states share the scratch (one engine thread) and read their audio's
+// encoding by pointer; each call runs the reference decoder_step with the token chunks
+// CpuDecoderModel uses (up to the aux position, then the rest), so a sequence's logits are bit for
+// bit those of the one-file-at-a-time reference, whatever else is in the batch.
+class CpuSlotBackend : public SlotBackend {
+ public:
+  CpuSlotBackend(std::shared_ptr<const WhisperModel> model, int slots, int audios, int encoder_batch);
+
+  int vocab() const override;
+  int n_text_ctx() const override;
+  int slots() const override { return static_cast<int>(slots_.size()) - 1; }
+  int audios() const override { return static_cast<int>(audios_.size()); }
+  int encoder_batch() const override { return enc_batch_; }
+  void encode(const std::vector<int>& audio, const std::vector<const float*>& mels, InflightStats& stats) override;
+  void forward(const std::vector<SlotCall>& calls, float* last, float* aux_out, InflightStats& stats) override;
+  void copy_slot(int from, int to, int len) override;
+  int spare_slot() const override { return slots(); }
+
+ private:
+  std::shared_ptr<const WhisperModel> model_;
+  int enc_batch_;
+  std::vector<std::unique_ptr<WhisperState>> audios_, slots_;
 };
 
 // The two best ids of a logits row after SuppressTokens and, when n_sampled == 0, SuppressBlank

@@ -8,7 +8,10 @@
 #include <memory>
 #include <optional>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -22,8 +25,11 @@
 #include "runtime/app/app.h"
 #include "runtime/log.h"
 
+#include "models/whisper/app/batch_pipeline.h"
+#include "models/whisper/cpu_inflight.h"
+
 #if FLURRY_WHISPER_GPU
-#include "models/whisper/gpu/gpu_decoder_model.h"
+#include "models/whisper/gpu/inflight.h"
 #include "models/whisper/gpu/whisper_gpu.h"
 #endif
 
@@ -131,6 +137,48 @@ double audio_cost(const std::string& path) {
   }
 }
 
+// --batch-size is the number of decoder slots (sequences in flight), on both devices and in
+// whisper_bench; files in flight = slots / slots_per_file (a beam of 5 takes 5 slots per file).
+// 0 (not given): two files on the CPU; on the GPU the most slots (up to 256) whose plan fits the
+// memory --max-gpu-memory (or the free memory) allows.
+struct SlotPlan {
+  int group = 1, files = 1, enc_batch = 1;
+  int slots() const { return group * files; }
+};
+
+SlotPlan cpu_slot_plan(int batch_size, int group) {
+  SlotPlan p;
+  p.group = group;
+  p.files = batch_size > 0 ? std::max(1, batch_size / group) : 2;
+  p.enc_batch = std::min(p.files, 8);
+  return p;
+}
+
+#if FLURRY_WHISPER_GPU
+constexpr int kMaxAutoSlots = 256;
+constexpr int kEncoderBatch = 8;
+
+SlotPlan gpu_slot_plan(const flurry::whisper::WhisperConfig& c, int batch_size, int group, size_t max_gpu_bytes) {
+  SlotPlan p;
+  p.group = group;
+  if (batch_size > 0) {
+    p.files = std::max(1, batch_size / group);
+  } else {
+    size_t free_b = 0, total_b = 0;
+    flurry::device_memory_info(&free_b, &total_b);
+    // WhisperGpu::create's margin, and room for cuBLASLt / cuFFT outside the arena.
+    const size_t reserve = std::max<size_t>(size_t{512} << 20, total_b / 50) + (size_t{1} << 30);
+    size_t budget = free_b > reserve ? free_b - reserve : 0;
+    if (max_gpu_bytes > 0) budget = std::min(budget, max_gpu_bytes);
+    flurry::whisper::WhisperGpuOptions o;
+    const int slots = flurry::whisper::pipeline_slots_for_memory(c, o, group, kEncoderBatch, budget, kMaxAutoSlots);
+    p.files = std::max(1, slots / group);  // 0 slots: let create() say what is needed
+  }
+  p.enc_batch = std::min(p.files, kEncoderBatch);
+  return p;
+}
+#endif
+
 int process(flurry::app::AppContext& app, const Flags& f) {
   const std::string& device = app.device;
   FLURRY_CHECK(!f.model.empty(), "no --model given and no default checkpoint found: run `make demo` "
@@ -143,39 +191,41 @@ int process(flurry::app::AppContext& app, const Flags& f) {
   }
   const flurry::whisper::WhisperAssets& assets = *loaded;
   const TranscribeOptions options = make_options(f, assets);
-  LOG_INFO("model " << f.model << ": " << assets.config.d_model << " wide, " << assets.config.encoder_layers << "+"
-                    << assets.config.decoder_layers << " layers, " << assets.config.num_mel_bins << " mels; device "
-                    << device);
-  flurry::whisper::WindowBackend backend;
+  const int group = flurry::whisper::slots_per_file(options);
+  std::unique_ptr<flurry::whisper::SlotBackend> backend;
+  SlotPlan plan;
 #if FLURRY_WHISPER_GPU
   std::unique_ptr<flurry::whisper::WhisperGpu> gpu;
-  std::unique_ptr<flurry::whisper::GpuDecoderModel> gpu_decoder;
   if (device == "cuda") {
+    plan = gpu_slot_plan(assets.config, app.common.batch_size, group, app.max_gpu_bytes);
     flurry::whisper::WhisperGpuOptions go;
-    // The per-file driver decodes one window at a time; its sequences are the beams or the
-    // best-of candidates. --batch-size windows are reserved for the batched pipeline.
-    const int group = std::max({1, options.decode.beam_size, f.best_of});
-    go.plan.max_windows = app.common.batch_size;
-    go.plan.enc_batch = app.common.batch_size;
-    go.plan.max_slots = app.common.batch_size * group;
+    go.plan = flurry::whisper::pipeline_plan(plan.slots(), plan.files, plan.enc_batch);
     go.max_gpu_memory = app.max_gpu_bytes;
     {
       // Weights straight from the memory-mapped checkpoint to the device: no fp32 host model.
       flurry::ScopedStage stage(&timers, "upload");
       gpu = flurry::whisper::WhisperGpu::load(f.model, go);
     }
-    gpu_decoder = std::make_unique<flurry::whisper::GpuDecoderModel>(*gpu);
-    backend.decoder = gpu_decoder.get();
-    backend.encode = [&](const float* mel) { gpu_decoder->encode_audio(0, mel); };
+    backend = std::make_unique<flurry::whisper::GpuSlotBackend>(*gpu, plan.files);
   }
 #endif
-  backend.timers = &timers;
+  if (!backend) {
+    plan = cpu_slot_plan(app.common.batch_size, group);
+    backend = std::make_unique<flurry::whisper::CpuSlotBackend>(assets.model, plan.slots(), plan.files,
+                                                                plan.enc_batch);
+  }
+  LOG_INFO("model " << f.model << ": " << assets.config.d_model << " wide, " << assets.config.encoder_layers << "+"
+                    << assets.config.decoder_layers << " layers, " << assets.config.num_mel_bins << " mels; device "
+                    << device << "; " << plan.slots() << " decoder slots: " << plan.files << " files in flight x "
+                    << plan.group << " sequences, encoder batch " << plan.enc_batch);
 
   flurry::dist::RunnerOptions& opts = app.runner;
   opts.model = f.model;
   opts.unit = "audio s";
   opts.work_key = "duration";
   opts.timers = &timers;
+  opts.extra["batch_plan"] = {{"slots", plan.slots()}, {"files_in_flight", plan.files},
+                              {"slots_per_file", plan.group}, {"encoder_batch", plan.enc_batch}};
   const std::vector<flurry::dist::WorkItem> items = flurry::dist::collect_inputs(app.inputs, audio_cost, &app.dist);
   std::vector<std::string> formats;
   if (f.output_format == "all") {
@@ -183,20 +233,49 @@ int process(flurry::app::AppContext& app, const Flags& f) {
   } else if (f.output_format != "none") {
     formats = {f.output_format};
   }
-  return flurry::dist::run_job(app.dist, opts, items, [&](const flurry::dist::WorkItem& item) {
-    double duration = 0.0;
-    flurry::whisper::Transcript t =
-        backend.decoder != nullptr
-            ? flurry::whisper::transcribe_file(assets, item.id, options, &duration, backend)
-            : flurry::whisper::transcribe_file(assets, item.id, options, &duration, &timers);
-    t.id = item.id;
-    if (!formats.empty()) {
-      // Keyed by the input's path below the folder all inputs share: a/x.wav and b/x.wav never collide.
-      const std::filesystem::path base = flurry::dist::item_output_base(opts, item);
-      flurry::write_transcript_files(t, base.parent_path().string(),
-                                     base.filename().string(), formats);
-    }
-    return flurry::whisper::transcript_record(t);
+  const char* fatal_env = std::getenv("FLURRY_TEST_FATAL_AT");  // the runner's fault-injection hook
+  const int64_t fatal_at = fatal_env != nullptr && *fatal_env != '\0' ? std::atoll(fatal_env) : -1;
+
+  flurry::whisper::PipelineOptions po;
+  po.transcribe = options;
+  po.timers = &timers;
+  po.readers = std::clamp(plan.files, 1, 4);
+  flurry::whisper::WhisperPipeline pipeline(assets, *backend, plan.files, po);
+  return flurry::dist::run_job_session(app.dist, opts, items, [&](flurry::dist::JobSession& session) {
+    std::mutex held_mu;
+    std::map<int64_t, flurry::dist::WorkItem> held;  // items between next() and complete()
+    const auto next = [&](flurry::whisper::PipelineItem* p) {
+      flurry::dist::WorkItem item;
+      if (!session.next(&item)) return false;
+      p->index = item.index;
+      p->path = item.id;
+      std::lock_guard<std::mutex> lock(held_mu);
+      held[item.index] = item;
+      return true;
+    };
+    const auto done = [&](flurry::whisper::PipelineItem& p, flurry::whisper::Transcript* t, const std::string* error) {
+      flurry::dist::WorkItem item;
+      {
+        std::lock_guard<std::mutex> lock(held_mu);
+        auto it = held.find(p.index);
+        FLURRY_CHECK(it != held.end(), "whisper pipeline: item " << p.index << " was not handed out");
+        item = std::move(it->second);
+        held.erase(it);
+      }
+      if (item.index == fatal_at) FLURRY_FAIL("injected fatal fault (FLURRY_TEST_FATAL_AT=" << fatal_at << ")");
+      if (t == nullptr) {
+        session.fail(item, *error);
+        return;
+      }
+      t->id = item.id;
+      if (!formats.empty()) {
+        // Keyed by the input's path below the folder all inputs share: a/x.wav and b/x.wav never collide.
+        const std::filesystem::path base = flurry::dist::item_output_base(opts, item);
+        flurry::write_transcript_files(*t, base.parent_path().string(), base.filename().string(), formats);
+      }
+      session.complete(item, flurry::whisper::transcript_record(*t));
+    };
+    pipeline.run(next, done);
   });
 }
 
@@ -209,7 +288,10 @@ int main(int argc, char** argv) {
 #if FLURRY_WHISPER_GPU
   spec.cuda_backend = true;
 #endif
-  spec.batch_size_help = "cuda: audio windows the GPU holds at once (sizes the device memory plan with the beam size)";
+  spec.batch_size_help =
+      "decoder slots (sequences in flight); files in flight = slots / max(beam_size, best_of); default: 2 files "
+      "on cpu, on cuda the most slots (up to 256) that fit --max-gpu-memory";
+  spec.default_batch_size = 0;  // 0: planned per device (process())
   spec.rewrite_args = normalize_args;
   Flags f;
   spec.add_flags = [&](CLI::App& cli) { add_whisper_flags(cli, f); };

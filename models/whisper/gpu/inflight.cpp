@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <utility>
 
@@ -248,5 +249,95 @@ void InflightScheduler::submit(InflightWindow w) { impl_->core.submit(std::move(
 void InflightScheduler::run(const std::function<void(InflightResult&&)>& on_done) { impl_->core.run(on_done); }
 const InflightStats& InflightScheduler::stats() const { return impl_->core.stats(); }
 void InflightScheduler::reset_stats() { impl_->core.reset_stats(); }
+
+}  // namespace flurry::whisper
+
+namespace flurry::whisper {
+
+GpuPlan pipeline_plan(int slots, int audios, int enc_batch) {
+  FLURRY_CHECK(slots >= 1 && audios >= 1 && enc_batch >= 1,
+               "pipeline plan: " << slots << " slots, " << audios << " audios, encoder batch " << enc_batch);
+  GpuPlan p;
+  p.max_slots = slots;
+  p.enc_batch = enc_batch;
+  p.max_windows = audios + enc_batch;  // the last enc_batch indices are the encoder's staging
+  p.max_tokens = 0;
+  p.dec_rows = 0;  // max(max_tokens, 8 * slots): a prompt prefill fits one chunk
+  p.logmel = false;
+  return p;
+}
+
+int pipeline_slots_for_memory(const WhisperConfig& c, WhisperGpuOptions o, int group, int enc_batch, size_t budget,
+                              int max_slots) {
+  FLURRY_CHECK(group >= 1, "pipeline plan: group " << group);
+  int best = 0;
+  for (int s = group; s <= max_slots; s += group) {
+    const int files = s / group;
+    o.plan = pipeline_plan(s, files, std::min(enc_batch, files));
+    if (whisper_gpu_bytes(c, o) > budget) break;
+    best = s;
+  }
+  return best;
+}
+
+GpuSlotBackend::GpuSlotBackend(WhisperGpu& g, int audios) : g_(g), audios_(audios) {
+  const GpuPlan& p = g_.state->plan;
+  FLURRY_CHECK(audios >= 1 && p.max_windows >= audios + p.enc_batch,
+               "GpuSlotBackend: the plan holds " << p.max_windows << " windows; " << audios << " audios and "
+                                                 << p.enc_batch << " staging ones are needed (use pipeline_plan)");
+  seqs_.reserve(static_cast<size_t>(p.max_slots));
+}
+
+int GpuSlotBackend::vocab() const { return static_cast<int>(g_.state->vocab); }
+int GpuSlotBackend::n_text_ctx() const { return static_cast<int>(g_.state->max_tokens); }
+int GpuSlotBackend::slots() const { return g_.state->plan.max_slots; }
+int GpuSlotBackend::encoder_batch() const { return g_.state->plan.enc_batch; }
+int GpuSlotBackend::spare_slot() const { return g_.state->plan.max_slots; }  // the state's extra slot
+
+void GpuSlotBackend::encode(const std::vector<int>& audio, const std::vector<const float*>& mels,
+                            InflightStats& stats) {
+  const int n = static_cast<int>(audio.size());
+  FLURRY_CHECK(n >= 1 && n <= encoder_batch() && mels.size() == audio.size(),
+               "GpuSlotBackend: encode of " << n << " windows");
+  WhisperGpuState& s = *g_.state;
+  const auto t0 = std::chrono::steady_clock::now();
+  upload_mels(g_, n, mels.data());
+  encode_windows(g_, audios_, n);
+  const size_t bytes = static_cast<size_t>(s.n_ctx * 2 * s.d) * s.elt;
+  for (int k = 0; k < n; ++k) {
+    const int to = audio[static_cast<size_t>(k)];
+    FLURRY_CHECK(to >= 0 && to < audios_, "GpuSlotBackend: audio index " << to);
+    for (void* layer : s.cross_kv) {
+      CUDA_CHECK(cudaMemcpyAsync(gpu_detail::row_ptr(layer, int64_t{to} * s.n_ctx, 2 * s.d, s.elt),
+                                 gpu_detail::row_ptr(layer, int64_t{audios_ + k} * s.n_ctx, 2 * s.d, s.elt), bytes,
+                                 cudaMemcpyDeviceToDevice, *g_.stream));
+    }
+    s.encoded[static_cast<size_t>(to)] = true;
+  }
+  g_.stream->synchronize();  // stage time, and the staging is free for the next batch
+  stats.encoder_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void GpuSlotBackend::forward(const std::vector<SlotCall>& calls, float* last, float* aux_out, InflightStats& stats) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // decoder_forward wants auxiliary rows for all sequences or none: those that asked for none get
+  // their last token's row, which nobody reads.
+  const bool any_aux = std::any_of(calls.begin(), calls.end(), [](const SlotCall& c) { return c.aux >= 0; });
+  seqs_.clear();
+  for (const SlotCall& c : calls) {
+    GpuSeq q;
+    q.slot = c.slot;
+    q.audio = c.audio;
+    q.pos = c.pos;
+    q.tokens = c.tokens;
+    q.n_new = c.n_new;
+    q.aux = any_aux ? (c.aux >= 0 ? c.aux : c.n_new - 1) : -1;
+    seqs_.push_back(q);
+  }
+  decoder_forward(g_, seqs_, last, any_aux ? aux_out : nullptr);
+  stats.decoder_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void GpuSlotBackend::copy_slot(int from, int to, int len) { whisper::copy_slot(g_, from, to, len); }
 
 }  // namespace flurry::whisper

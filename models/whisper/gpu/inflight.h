@@ -55,6 +55,7 @@
 
 #include "models/whisper/gpu/whisper_gpu.h"
 #include "models/whisper/inflight_core.h"
+#include "models/whisper/inflight_decoder.h"
 
 namespace flurry::whisper {
 
@@ -82,6 +83,40 @@ class InflightScheduler {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// ---- the product pipeline's backend (models/whisper/inflight_decoder.h) ----------------------
+// InflightDecoder over the GPU model: `slots` decoder slots (files in flight x beams), audio
+// indices 0..audios-1 (one per file in flight) and enc_batch more as the encoder's staging: a
+// batch of windows is encoded into the staging indices as one encoder launch chunk, then each
+// window's cross K/V moves to its file's index, so encoder batches are full whatever files ask.
+// Logits rows come back to the host (the reference's host-side rules run on them).
+GpuPlan pipeline_plan(int slots, int audios, int enc_batch);
+
+// The most slots (a multiple of `group`, at most `max_slots`) whose pipeline plan, with
+// slots / group files in flight, fits in `budget` bytes with the weights; 0 when not even `group`
+// does.
+int pipeline_slots_for_memory(const WhisperConfig& c, WhisperGpuOptions o, int group, int enc_batch, size_t budget,
+                              int max_slots);
+
+class GpuSlotBackend final : public SlotBackend {
+ public:
+  // `g` must come from pipeline_plan(slots, audios, enc_batch).
+  GpuSlotBackend(WhisperGpu& g, int audios);
+  int vocab() const override;
+  int n_text_ctx() const override;
+  int slots() const override;
+  int audios() const override { return audios_; }
+  int encoder_batch() const override;
+  void encode(const std::vector<int>& audio, const std::vector<const float*>& mels, InflightStats& stats) override;
+  void forward(const std::vector<SlotCall>& calls, float* last, float* aux_out, InflightStats& stats) override;
+  void copy_slot(int from, int to, int len) override;
+  int spare_slot() const override;
+
+ private:
+  WhisperGpu& g_;
+  int audios_;
+  std::vector<GpuSeq> seqs_;
 };
 
 }  // namespace flurry::whisper

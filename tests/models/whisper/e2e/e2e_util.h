@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,23 @@ inline bool synthesize(const std::string& text, const std::string& path) {
   if (std::system("command -v espeak-ng >/dev/null 2>&1") != 0) return false;
   const std::string cmd = "espeak-ng -v en-us -s 150 -w '" + path + "' '" + text + "' 2>/dev/null";
   return std::system(cmd.c_str()) == 0 && std::filesystem::exists(path);
+}
+
+// The speech the batched-pipeline tests use, written under `dir`: "jfk" (../shared/data/speech),
+// "s0" and "s1" (espeak-ng sentences 0 and 1) and "long" (jfk, s0, jfk, s1, jfk at 16 kHz: > 30 s,
+// long-form). Empty when jfk.wav, espeak-ng or sox is missing.
+inline std::map<std::string, std::string> pipeline_speech(const std::filesystem::path& dir, const std::string& jfk) {
+  if (jfk.empty()) return {};
+  std::filesystem::create_directories(dir);
+  const std::string s0 = (dir / "s0.wav").string(), s1 = (dir / "s1.wav").string();
+  if (!synthesize(espeak_sentences()[0], s0) || !synthesize(espeak_sentences()[1], s1)) return {};
+  const std::string s0_16 = (dir / "s0_16k.wav").string(), s1_16 = (dir / "s1_16k.wav").string();
+  const std::string longf = (dir / "long.wav").string();
+  const std::string cmd = "command -v sox >/dev/null 2>&1 && sox '" + s0 + "' -r 16000 -c 1 '" + s0_16 +
+                          "' && sox '" + s1 + "' -r 16000 -c 1 '" + s1_16 + "' && sox '" + jfk + "' '" + s0_16 +
+                          "' '" + jfk + "' '" + s1_16 + "' '" + jfk + "' '" + longf + "'";
+  if (std::system(cmd.c_str()) != 0) return {};
+  return {{"jfk", jfk}, {"s0", s0}, {"s1", s1}, {"long", longf}};
 }
 
 }  // namespace flurry::test
