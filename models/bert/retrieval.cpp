@@ -6,8 +6,8 @@
 #include <limits>
 #include <sstream>
 
+#include "models/bert/search.h"
 #include "runtime/check.h"
-#include "runtime/gemm.h"
 
 namespace flurry::bert {
 
@@ -100,39 +100,18 @@ void exact_topk_ip(const float* queries, int64_t nq, const float* corpus, int64_
                    int64_t* ids, float* scores) {
   FLURRY_CHECK(nq >= 0 && nc >= 0 && d > 0 && k > 0, "exact_topk_ip: nq " << nq << ", nc " << nc << ", d " << d
                                                                            << ", k " << k);
-  constexpr int64_t kTile = 4096;  // corpus rows per GEMM: bounded scratch for any corpus size
-  std::vector<float> sim(static_cast<size_t>(nq * std::min(nc, kTile)));
-  // Per query, the best k so far as (score, index), kept sorted best first.
-  std::vector<std::vector<std::pair<float, int64_t>>> best(static_cast<size_t>(nq));
-  const auto better = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
-  for (int64_t c0 = 0; c0 < nc; c0 += kTile) {
-    const int64_t nt = std::min(kTile, nc - c0);
-    // sim[nq, nt] = queries [nq, d] x corpus[c0 : c0 + nt]^T
-    GemmArgs g = gemm_dense(nq, nt, d, false, true, DType::F32, DType::F32);
-    g.a = queries;
-    g.b = corpus + c0 * d;
-    g.c = sim.data();
-    gemm_cpu(g);
-    for (int64_t q = 0; q < nq; ++q) {
-      auto& b = best[static_cast<size_t>(q)];
-      for (int64_t j = 0; j < nt; ++j) {
-        const std::pair<float, int64_t> cand{sim[static_cast<size_t>(q * nt + j)], c0 + j};
-        if (static_cast<int>(b.size()) == k && !better(cand, b.back())) continue;
-        b.insert(std::upper_bound(b.begin(), b.end(), cand, better), cand);
-        if (static_cast<int>(b.size()) > k) b.pop_back();
-      }
-    }
-  }
-  for (int64_t q = 0; q < nq; ++q) {
-    const auto& b = best[static_cast<size_t>(q)];
-    for (int i = 0; i < k; ++i) {
-      const bool have = i < static_cast<int>(b.size());
-      ids[q * k + i] = have ? b[static_cast<size_t>(i)].second : -1;
-      scores[q * k + i] = have ? b[static_cast<size_t>(i)].first : -std::numeric_limits<float>::infinity();
-    }
-  }
+  // The sharded search's CPU path with one shard: bounded scratch (one tile) for any corpus size.
+  MemoryCorpusShard shard;
+  shard.data = corpus;
+  shard.begin = 0;
+  shard.end = shard.rows = nc;
+  shard.dim = d;
+  shard.searchable.assign(static_cast<size_t>(nc), uint8_t{1});
+  CpuTileSearcher s(queries, nq, d, k);
+  search_shard(shard, s);
+  const TopkLists best = s.result();
+  std::copy(best.rows.begin(), best.rows.end(), ids);
+  std::copy(best.scores.begin(), best.scores.end(), scores);
 }
 
 }  // namespace flurry::bert

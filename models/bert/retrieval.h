@@ -38,6 +38,7 @@ RetrievalMetrics evaluate_retrieval(const Qrels& qrels, const RunResults& result
 
 // Exact top-k by inner product: queries [nq, d] x corpus [nc, d] (row-major fp32), best first,
 // ties to the lower corpus index. ids/scores: [nq, k] (k clipped to nc; missing slots -1 / -inf).
+// The CPU search of models/bert/search.h over one shard holding the whole corpus.
 void exact_topk_ip(const float* queries, int64_t nq, const float* corpus, int64_t nc, int64_t d, int k,
                    int64_t* ids, float* scores);
 

@@ -350,44 +350,4 @@ EmbeddedSet load_embedded(const std::string& dir) {
   return s;
 }
 
-namespace {
-// The ok rows of a set, packed, and their row numbers.
-std::vector<float> ok_rows(const EmbeddedSet& s, std::vector<int64_t>* rows) {
-  std::vector<float> out;
-  for (int64_t r = 0; r < s.rows; ++r) {
-    if (!s.ok[static_cast<size_t>(r)]) continue;
-    rows->push_back(r);
-    out.insert(out.end(), s.vectors.begin() + r * s.dim, s.vectors.begin() + (r + 1) * s.dim);
-  }
-  return out;
-}
-}  // namespace
-
-void write_search(const EmbeddedSet& corpus, const EmbeddedSet& queries, int k, const std::string& path) {
-  FLURRY_CHECK(corpus.dim == queries.dim, "corpus vectors have " << corpus.dim << " dimensions, queries "
-                                                                 << queries.dim << " (different models?)");
-  std::vector<int64_t> crow, qrow;
-  const std::vector<float> c = ok_rows(corpus, &crow);
-  const std::vector<float> q = ok_rows(queries, &qrow);
-  const int64_t nq = static_cast<int64_t>(qrow.size()), nc = static_cast<int64_t>(crow.size());
-  std::vector<int64_t> ids(static_cast<size_t>(nq * k));
-  std::vector<float> scores(static_cast<size_t>(nq * k));
-  if (nq > 0 && nc > 0) exact_topk_ip(q.data(), nq, c.data(), nc, corpus.dim, k, ids.data(), scores.data());
-  std::string text;
-  for (int64_t i = 0; i < nq; ++i) {
-    nlohmann::ordered_json j;
-    j["query_id"] = queries.ids[static_cast<size_t>(qrow[static_cast<size_t>(i)])];
-    nlohmann::json res = nlohmann::json::array();
-    for (int r = 0; r < k && nc > 0; ++r) {
-      const int64_t at = ids[static_cast<size_t>(i * k + r)];
-      if (at < 0) break;
-      const int64_t row = crow[static_cast<size_t>(at)];
-      res.push_back({{"id", corpus.ids[static_cast<size_t>(row)]}, {"row", row}, {"score", scores[static_cast<size_t>(i * k + r)]}});
-    }
-    j["results"] = res;
-    text += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  }
-  dist::write_file_atomic(path, text);
-}
-
 }  // namespace flurry::bert

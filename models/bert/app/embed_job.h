@@ -109,8 +109,4 @@ struct EmbeddedSet {
 };
 EmbeddedSet load_embedded(const std::string& dir);
 
-// Top-k of every ok query row against every ok corpus row by inner product (cosine for normalised
-// vectors), best first. Writes OUT/search.jsonl: {"query_id", "results": [{"id", "row", "score"}]}.
-void write_search(const EmbeddedSet& corpus, const EmbeddedSet& queries, int k, const std::string& path);
-
 }  // namespace flurry::bert

@@ -17,7 +17,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/npy.h"
 #include "models/bert/app/embed_job.h"
+#include "models/bert/app/sharded_search.h"
 #ifdef FLURRY_EMBED_GPU
 #include "models/bert/app/gpu_encoder.h"
 #endif
@@ -81,7 +83,8 @@ void add_flags(CLI::App& cli, Flags& f) {
   cli.add_option("--chunk-overlap", f.embed.chunk_overlap, "tokens shared by consecutive windows of --chunk-tokens")
       ->check(CLI::NonNegativeNumber);
   cli.add_option("--corpus", f.corpus, "search: the output folder of an earlier embed run");
-  cli.add_option("--top-k", f.top_k, "search/eval: documents per query")->check(CLI::PositiveNumber);
+  cli.add_option("--top-k", f.top_k, "search/eval: documents per query (eval: at least 100; cuda: at most 1024)")
+      ->check(CLI::PositiveNumber);
   cli.add_option("--beir", f.beir, "eval: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)");
   cli.add_option("--split", f.split, "eval: the qrels split");
 }
@@ -100,7 +103,9 @@ std::string default_model(const char* argv0) {
   return "";
 }
 
-int run_eval(app::AppContext& app, const bert::EmbedAssets& assets, Flags& f, bert::Encoder& enc, StageTimers* timers) {
+int run_eval(app::AppContext& app, const bert::EmbedAssets& assets, Flags& f, std::unique_ptr<bert::Encoder>& encoder,
+             StageTimers* timers) {
+  bert::Encoder& enc = *encoder;
   FLURRY_CHECK(!f.beir.empty(), "eval needs --beir DIR");
   const fs::path dir(f.beir);
   const std::string qrels_path = (dir / "qrels" / (f.split + ".tsv")).string();
@@ -120,11 +125,12 @@ int run_eval(app::AppContext& app, const bert::EmbedAssets& assets, Flags& f, be
   status |= bert::run_embed(app, assets, f.embed, enc, {(dir / "corpus.jsonl").string()}, docs, timers);
   app.runner.output_dir = out + "/queries";
   status |= bert::run_embed(app, assets, f.embed, enc, {(dir / "queries.jsonl").string()}, queries, timers);
+  encoder.reset();  // its device memory goes back before the search takes its own
+  bert::ShardedSearchOptions so;
+  so.k = std::max(f.top_k, 100);
+  so.cuda = app.device == "cuda";
+  bert::sharded_search(app.dist, out + "/corpus", out + "/queries", so, out + "/search.jsonl");
   if (!app.dist.is_root()) return status;
-  const bert::EmbeddedSet c = bert::load_embedded(out + "/corpus");
-  const bert::EmbeddedSet q = bert::load_embedded(out + "/queries");
-  const int k = std::max(f.top_k, 100);
-  bert::write_search(c, q, k, out + "/search.jsonl");
   // Back from search.jsonl to BEIR's run format.
   bert::RunResults run;
   std::ifstream in(out + "/search.jsonl");
@@ -141,7 +147,7 @@ int run_eval(app::AppContext& app, const bert::EmbedAssets& assets, Flags& f, be
   j["split"] = f.split;
   j["model"] = assets.dir;
   j["queries"] = m.queries;
-  j["corpus_rows"] = c.rows;
+  j["corpus_rows"] = read_npy_info(out + "/corpus/embeddings.npy").rows;
   for (int kk : ks) j["recall@" + std::to_string(kk)] = m.recall.at(kk);
   j["mrr@10"] = m.mrr.at(10);
   j["ndcg@10"] = m.ndcg.at(10);
@@ -189,7 +195,7 @@ int process(app::AppContext& app, Flags& f, const std::string& argv0) {
                     << ", pooling " << bert::pooling_name(assets->sentence.pooling) << ", normalize "
                     << (bert::effective_normalize(*assets, f.embed) ? "yes" : "no") << ", max_seq_length "
                     << bert::effective_max_len(*assets, f.embed) << "; device " << app.device);
-  if (f.mode == "eval") return run_eval(app, *assets, f, enc, &timers);
+  if (f.mode == "eval") return run_eval(app, *assets, f, encoder, &timers);
   std::vector<std::string> paths = app.inputs.paths;
   if (!app.inputs.input_list.empty()) {
     std::ifstream in(app.inputs.input_list);
@@ -200,10 +206,13 @@ int process(app::AppContext& app, Flags& f, const std::string& argv0) {
   }
   if (f.mode == "search") FLURRY_CHECK(!f.corpus.empty(), "search needs --corpus DIR (an earlier embed run's output)");
   const int status = bert::run_embed(app, *assets, f.embed, enc, paths, f.text, &timers);
-  if (f.mode == "search" && app.dist.is_root()) {
-    bert::write_search(bert::load_embedded(f.corpus), bert::load_embedded(app.runner.output_dir), f.top_k,
-                       app.runner.output_dir + "/search.jsonl");
-    LOG_INFO("top-" << f.top_k << " per query: " << app.runner.output_dir << "/search.jsonl");
+  if (f.mode == "search") {
+    encoder.reset();  // its device memory goes back before the search takes its own
+    bert::ShardedSearchOptions so;
+    so.k = f.top_k;
+    so.cuda = cuda;
+    bert::sharded_search(app.dist, f.corpus, app.runner.output_dir, so, app.runner.output_dir + "/search.jsonl");
+    if (app.dist.is_root()) LOG_INFO("top-" << f.top_k << " per query: " << app.runner.output_dir << "/search.jsonl");
   }
   return status;
 }
