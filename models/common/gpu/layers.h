@@ -31,6 +31,8 @@ struct GpuContext {
   cudaStream_t stream = nullptr;
   void* gemm_ws = nullptr;
   size_t gemm_ws_bytes = 0;
+  void* attn_ws = nullptr;  // decode_attention's split-K partials (decoder_attention.h blocks only)
+  size_t attn_ws_bytes = 0;
   DType dtype = DType::F16;  // activations and weights
   int64_t d = 0;             // LayerNorm width
   float eps = 1e-5f;

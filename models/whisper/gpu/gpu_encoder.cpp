@@ -26,6 +26,8 @@ models::GpuContext gpu_context(WhisperGpu& g) {
   ctx.stream = *g.stream;
   ctx.gemm_ws = g.state->gemm_ws;
   ctx.gemm_ws_bytes = g.state->gemm_ws_bytes;
+  ctx.attn_ws = g.state->attn_ws;
+  ctx.attn_ws_bytes = g.state->attn_ws_bytes;
   ctx.dtype = g.model->dtype();
   ctx.d = g.model->config().d_model;
   ctx.eps = g.model->config().layer_norm_eps;

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "models/whisper/gpu/conv_frontend.cuh"
-#include "kernels/decode_attention.cuh"
 #include "kernels/audio/logmel.cuh"
+#include "models/common/gpu/decoder_attention.h"
 #include "models/whisper/gpu/whisper_gpu.h"
 #include "runtime/audio_constants.h"
 #include "runtime/check.h"
@@ -36,24 +36,13 @@ GpuPlan normalized(const WhisperConfig& c, GpuPlan p) {
   return p;
 }
 
-// The largest split-K workspace decode_attention asks for over every call the decoder makes:
-// batch 1 .. max_slots, 1 .. 8 queries, over the self cache or the cross K/V.
+// The largest split-K workspace the decoder's attention blocks ask for: batch 1 .. max_slots, 1 .. 8
+// queries, over the self cache or the cross K/V.
 size_t max_attention_workspace(const WhisperConfig& c, const GpuPlan& p) {
-  size_t most = 0;
-  DecodeAttentionArgs a;
-  a.heads = static_cast<int>(c.decoder_attention_heads);
-  a.head_dim = static_cast<int>(c.decoder_head_dim());
-  for (int kv : {p.max_tokens, static_cast<int>(c.max_source_positions)}) {
-    a.kv_len = kv;
-    for (int b = 1; b <= p.max_slots; ++b) {
-      a.batch = b;
-      for (int q = 1; q <= 8; ++q) {
-        a.q_len = q;
-        most = std::max(most, decode_attention_workspace_bytes(a));
-      }
-    }
-  }
-  return most;
+  const int heads = static_cast<int>(c.decoder_attention_heads), hd = static_cast<int>(c.decoder_head_dim());
+  return std::max(models::gpu_decode_attention_workspace_bytes(heads, hd, p.max_slots, p.max_tokens),
+                  models::gpu_decode_attention_workspace_bytes(heads, hd, p.max_slots,
+                                                               static_cast<int>(c.max_source_positions)));
 }
 
 // Walks the state layout once; `take` either counts or allocates.
@@ -104,9 +93,8 @@ void layout(const WhisperConfig& c, DType dtype, const GpuPlan& p, WhisperGpuSta
   void* ds = take(n(sel * d) * e, "decoder selected rows");
   void* lg = take(n(sel * c.vocab_size) * 4, "logits");
   void* ids = take(n(dr) * 4, "token ids");
-  void* offs = take(n(p.max_slots) * 4, "cache offsets");
-  void* lens = take(n(p.max_slots) * 4, "cache lengths");
-  void* err = take(4, "embed error word");
+  void* index = take(n(models::decode_index_ints(p.max_slots)) * 4, "decoder sequence index");
+  void* err = take(4, "embedding / K/V append error word");
   void* aws = attn_ws ? take(attn_ws, "decode attention workspace") : nullptr;
   void* gws = take(GemmLt::kWorkspaceBytes, "cuBLASLt workspace");
   (void)ffn;
@@ -137,8 +125,7 @@ void layout(const WhisperConfig& c, DType dtype, const GpuPlan& p, WhisperGpuSta
   st->dec_sel = ds;
   st->logits = static_cast<float*>(lg);
   st->ids = static_cast<int32_t*>(ids);
-  st->offsets = static_cast<int32_t*>(offs);
-  st->kv_lens = static_cast<int32_t*>(lens);
+  st->dec_index = static_cast<int32_t*>(index);
   st->error = static_cast<int32_t*>(err);
   st->attn_ws = aws;
   st->attn_ws_bytes = attn_ws;
@@ -170,7 +157,7 @@ WhisperGpuState::WhisperGpuState(const WhisperConfig& c, DType dtype, const GpuP
   ffn = std::max(c.encoder_ffn_dim, c.decoder_ffn_dim);
   elt = dtype_size(dtype);
   layout(c, dtype, plan, this, [&](size_t bytes, const char* what) { return arena.alloc(bytes, what); });
-  host_ints = PinnedBuffer(static_cast<size_t>(dec_rows + 2 * plan.max_slots) * sizeof(int32_t));
+  host_ints = PinnedBuffer(static_cast<size_t>(dec_rows + models::decode_index_ints(plan.max_slots)) * sizeof(int32_t));
   host_logits = PinnedBuffer(static_cast<size_t>(2 * plan.max_slots) * static_cast<size_t>(vocab) * sizeof(float));
   host_mel = PinnedBuffer(static_cast<size_t>(plan.enc_batch * n_mels * n_frames) * elt);
   encoded.assign(static_cast<size_t>(plan.max_windows), false);

@@ -39,9 +39,9 @@
 //
 // CUDA graphs: not captured. TODO(capture): decoder_forward synchronises the stream inside
 // (stage_and_embed waits before refilling its pinned staging, and the call ends with a sync to
-// read the embedding error word), stages ids/offsets/kv_lens from host memory, and appends K/V with
-// cudaMemcpy3DAsync at host-computed positions; a capturable step needs those as device arrays
-// plus an append kernel that reads device positions (whisper_gpu.h's design note), after which the
+// read the kernels' error word) and stages the ids and the sequence index from host memory; the K/V
+// append already reads device slots and positions (one kv_append launch per layer). A capturable
+// step needs the ids and index updated on the device (whisper_gpu.h's design note), after which the
 // step per batch-size bucket can be captured here.
 //
 // Timing: CUDA events around each stage (log-mel, encoder incl. the cross-K/V moves, decoder step

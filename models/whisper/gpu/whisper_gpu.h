@@ -140,15 +140,14 @@ class WhisperGpuState {
   void *dec_proj = nullptr, *dec_ffn = nullptr, *dec_sel = nullptr;
   float* logits = nullptr;  // [2 * max_slots, vocab]
   int32_t* ids = nullptr;      // [dec_rows]
-  int32_t* offsets = nullptr;  // [max_slots] cache length of each sequence before this step
-  int32_t* kv_lens = nullptr;  // [max_slots] cache length after this step
-  int32_t* error = nullptr;    // embed kernel error word
+  int32_t* dec_index = nullptr;  // a chunk's models::GpuDecodeIndex: positions, kv_lens, slots, row starts
+  int32_t* error = nullptr;    // error word of the embedding and K/V append kernels
   void* attn_ws = nullptr;
   size_t attn_ws_bytes = 0;
   void* gemm_ws = nullptr;
   size_t gemm_ws_bytes = 0;
 
-  PinnedBuffer host_ints;    // ids, offsets, kv_lens staging
+  PinnedBuffer host_ints;    // ids, then the sequence index: staging
   PinnedBuffer host_logits;  // [2 * max_slots, vocab] fp32
   PinnedBuffer host_mel;     // [enc_batch, n_mels, 3000] in the model dtype
   std::vector<bool> encoded;  // per audio index: cross K/V present
@@ -238,10 +237,9 @@ void copy_slot(WhisperGpu& g, int from, int to, int len);
 //    as its own chunk: flash_attention per sequence), so the batch never drains;
 //  - slots compacted so live sequences are consecutive (one decode_attention launch; copy_slot for
 //    the moves), and the step for a batch-size bucket (1, 2, 4, ... max_slots) captured once as a
-//    CudaGraph: the ids, offsets and kv_lens it reads are device arrays updated before each launch,
-//    decode_attention is called with kv_len = max_tokens and the device kv_lens, and the K/V append
-//    needs a small kernel that writes the new rows at device positions (the memcpy3D here takes host
-//    positions, so it cannot be captured; that kernel belongs in kernels/);
+//    CudaGraph: the ids and the sequence index it reads are device arrays updated before each
+//    launch, decode_attention is called with kv_len = max_tokens and the device kv_lens, and the
+//    K/V append (kernels/kv_append.cuh) already writes the new rows at the device positions;
 //  - logits_select on the device for the greedy rules (suppression, timestamps) so only the chosen
 //    token and its logprob come back; beam search keeps the host path (top-k on the device next);
 //  - per-window state machines on the host for fallback / no-speech / seek, which re-queue a window
