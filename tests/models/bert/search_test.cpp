@@ -136,9 +136,13 @@ TEST(Search, ShardedEqualsOneShardBitForBitAndBruteForce) {
       }
     }
     if (k == 10) {
-      // The duplicated rows tie exactly: the lower row comes first.
-      EXPECT_EQ(one.scores[0], one.scores[1]);
-      EXPECT_LT(one.rows[0], one.rows[1]);
+      // The query's row and its duplicates lead. BLAS need not give bit-equal dot products for
+      // equal rows at different places in a tile, so they tie only within rounding; where they do
+      // tie exactly, the lower row comes first.
+      EXPECT_NEAR(one.scores[0], one.scores[1], 1e-5);
+      if (one.scores[0] == one.scores[1]) {
+        EXPECT_LT(one.rows[0], one.rows[1]);
+      }
     }
     for (int size = 2; size <= 5; ++size) {
       const TopkLists many = search(c, q, nq, k, size);
