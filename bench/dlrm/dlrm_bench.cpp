@@ -15,7 +15,14 @@
 // at 65,536), so no such variant is reported; its stage timers split each batch into "stage" (host
 // packing), "gpu" (H2D + device pass + D2H, waited for) and the rest (index validation, copy-out).
 //
-// Human-readable lines go to stderr; stdout carries one JSON object per (model, batch size).
+// Variants (each a JSON line): --graphs on,off (CUDA graphs of the device pass, switched on one
+// loaded model), --outer-fusion on,off (the seed's outer interaction fused into the first top-MLP
+// layer or materialised; one model loaded per setting; other interactions run once) and --modes
+// forward,pipeline: "forward" times each synchronous forward() call, "pipeline" queues the pool's
+// batches back to back with forward_async() (H2D of the next batch and D2H of the previous logits
+// overlapping the current pass) and divides the wall time, final wait() included, by the batches.
+//
+// Human-readable lines go to stderr; stdout carries one JSON object per (model, batch size, variant).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,6 +31,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -292,6 +300,11 @@ const char* kUsage =
     "  --alpha A             Zipf exponent of the indices (default 1.05)\n"
     "  --seed N              seed of the weights and the batches (default 0)\n"
     "  --dtype T             f16 (default) or bf16: weights and activations on the device\n"
+    "  --graphs L            comma list of on, off: CUDA graphs of the device pass (default on,off)\n"
+    "  --outer-fusion L      comma list of auto, on, off: the outer interaction fused into the first\n"
+    "                        top layer, for models that have one (default on,off)\n"
+    "  --modes L             comma list of forward (synchronous calls), pipeline (forward_async back\n"
+    "                        to back, one wait) (default forward,pipeline)\n"
     "  --pool N              distinct batches per size, used in turn (default 4)\n"
     "  --warmup N            untimed forward() calls per size (default 5)\n"
     "  --min-iters N         timed calls per size, at least (default 20)\n"
@@ -316,6 +329,9 @@ struct Args {
   double budget_gb = 60.0, alpha = 1.05, min_time_s = 2.0;
   uint64_t seed = 0;
   DType dtype = DType::F16;
+  std::vector<bool> graphs = {true, false};
+  std::vector<OuterFusion> fusions = {OuterFusion::kOn, OuterFusion::kOff};
+  std::vector<std::string> modes = {"forward", "pipeline"};
   int pool = 4, warmup = 5, min_iters = 20, max_iters = 100000, check = 64, threads = 0;
   std::string tmp_dir;
   bool quick = false, dry_run = false;
@@ -392,6 +408,23 @@ Args parse_args(int argc, char** argv) {
       const std::string t = value();
       if (t != "f16" && t != "bf16") usage_error("--dtype takes f16 or bf16");
       a.dtype = t == "f16" ? DType::F16 : DType::BF16;
+    } else if (f == "--graphs") {
+      a.graphs.clear();
+      for (const std::string& g : split(value())) {
+        if (g != "on" && g != "off") usage_error("--graphs takes a list of on, off");
+        a.graphs.push_back(g == "on");
+      }
+    } else if (f == "--outer-fusion") {
+      a.fusions.clear();
+      for (const std::string& g : split(value())) {
+        if (g != "auto" && g != "on" && g != "off") usage_error("--outer-fusion takes a list of auto, on, off");
+        a.fusions.push_back(parse_outer_fusion(g));
+      }
+    } else if (f == "--modes") {
+      a.modes = split(value());
+      for (const std::string& g : a.modes) {
+        if (g != "forward" && g != "pipeline") usage_error("--modes takes a list of forward, pipeline");
+      }
     } else if (f == "--pool") {
       a.pool = static_cast<int>(parse_int(f, value()));
     } else if (f == "--warmup") {
@@ -414,6 +447,7 @@ Args parse_args(int argc, char** argv) {
   }
   if (a.models.empty()) usage_error("--models is empty");
   if (a.batches.empty()) usage_error("--batch-sizes is empty");
+  if (a.graphs.empty() || a.fusions.empty() || a.modes.empty()) usage_error("--graphs, --outer-fusion and --modes need a value");
   for (int64_t n : a.batches) {
     if (n < 1) usage_error("batch sizes must be >= 1");
   }
@@ -484,6 +518,33 @@ struct Result {
 
 double stage_seconds(const nlohmann::json& j, const char* name) {
   return j.contains(name) ? j[name].value("seconds", 0.0) : 0.0;
+}
+
+// The pipeline: the pool's batches queued back to back with forward_async, one wait() at the end;
+// every figure per batch is the wall time over the batches.
+Result time_pipeline(DlrmGpu& gpu, const std::vector<DlrmBatch>& pool, const Args& a, std::vector<float>& logits) {
+  Result r;
+  r.batch = pool.front().n;
+  r.indices_per_batch = static_cast<int64_t>(pool.front().indices.size());
+  for (int i = 0; i < a.warmup; ++i) gpu.forward_async(pool[static_cast<size_t>(i) % pool.size()], logits.data());
+  gpu.wait();
+  StageTimers timers;
+  gpu.set_timers(&timers);
+  const auto t0 = Clock::now();
+  for (size_t i = 0;; ++i) {
+    const int64_t done = static_cast<int64_t>(i);
+    if (done >= a.max_iters || (done >= a.min_iters && seconds_since(t0) >= a.min_time_s)) break;
+    gpu.forward_async(pool[i % pool.size()], logits.data());  // the logits of every batch land in one buffer
+    r.iters = done + 1;
+  }
+  gpu.wait();
+  r.wall_s = seconds_since(t0);
+  gpu.set_timers(nullptr);
+  r.mean_ms = r.median_ms = r.min_ms = r.max_ms = r.wall_s * 1e3 / static_cast<double>(r.iters);
+  const nlohmann::json tj = timers.to_json();
+  r.stage_ms = stage_seconds(tj, "dlrm_stage") * 1e3 / static_cast<double>(r.iters);
+  r.gpu_ms = stage_seconds(tj, "dlrm_gpu") * 1e3 / static_cast<double>(r.iters);
+  return r;
 }
 
 Result time_batches(DlrmGpu& gpu, const std::vector<DlrmBatch>& pool, const Args& a, std::vector<float>& logits) {
@@ -598,6 +659,50 @@ OJson model_json(const ModelSpec& m, const Args& a) {
   return j;
 }
 
+// One JSON line (stdout) and one human line (stderr) for a timed (model, batch size, variant).
+void print_result(const std::string& name, const Args& a, const std::string& device, const Result& r,
+                  const DlrmGpu& gpu, const OJson& setup, const OJson& check, const OJson& desc, const OJson& variant) {
+  const double pairs_per_s = static_cast<double>(r.iters * r.batch) / r.wall_s;
+  OJson j;
+  j["framework"] = "flurry";
+  j["model"] = name;
+  for (auto it = variant.begin(); it != variant.end(); ++it) j[it.key()] = it.value();
+  j["batch"] = r.batch;
+  j["pairs_per_s"] = pairs_per_s;
+  j["ms_per_batch"] = r.median_ms;
+  j["ms_per_batch_mean"] = r.mean_ms;
+  j["ms_per_batch_min"] = r.min_ms;
+  j["ms_per_batch_max"] = r.max_ms;
+  j["batches"] = r.iters;
+  j["wall_s"] = r.wall_s;
+  j["time_ms_per_batch"] = {{"stage", r.stage_ms},
+                            {"gpu", r.gpu_ms},
+                            {"other", std::max(0.0, r.mean_ms - r.stage_ms - r.gpu_ms)}};
+  j["timed"] = variant["variant"] == "pipeline"
+                   ? "host clock around the pool's forward_async() calls and the final wait(), per batch"
+                   : "host clock around forward(): validation + packing, H2D of inputs, device pass, D2H of logits";
+  j["d2h_free_variant"] = "none (DlrmGpu has no forward without the logits' D2H)";
+  j["dtype"] = dtype_name(a.dtype);
+  j["device"] = device;
+  j["zipf_alpha"] = a.alpha;
+  j["seed"] = a.seed;
+  j["pool"] = a.pool;
+  j["indices_per_batch"] = r.indices_per_batch;
+  j["workload_s"] = r.workload_s;
+  j["device_bytes"] = gpu.device_bytes();
+  j["setup_s"] = setup;
+  for (auto it = check.begin(); it != check.end(); ++it) j[it.key()] = it.value();
+  for (auto it = desc.begin(); it != desc.end(); ++it) j[it.key()] = it.value();
+  std::fprintf(stderr,
+               "[%s] batch %lld %s graphs %s fusion %s: %.2f M pairs/s, %.3f ms/batch median (stage %.3f, gpu %.3f), "
+               "%lld batches\n",
+               name.c_str(), static_cast<long long>(r.batch), variant["variant"].get<std::string>().c_str(),
+               variant["graphs"].get<bool>() ? "on" : "off", variant["outer_fused"].get<bool>() ? "fused" : "materialised",
+               pairs_per_s / 1e6, r.median_ms, r.stage_ms, r.gpu_ms, static_cast<long long>(r.iters));
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
 // Builds, loads and times one model over the batch sizes; prints a JSON line per size. Returns
 // false when the CPU check failed.
 bool run_model(const std::string& name, const Args& a, const std::string& device) {
@@ -611,31 +716,47 @@ bool run_model(const std::string& name, const Args& a, const std::string& device
   DlrmGpuOptions opt;
   opt.dtype = a.dtype;
   opt.max_batch = *std::max_element(a.batches.begin(), a.batches.end());
-  const size_t need = DlrmGpu::device_bytes(m.cfg, opt);
+  // One model per outer-fusion setting (the interaction buffers differ); other interactions: one.
+  const std::vector<OuterFusion> fusions =
+      m.cfg.interaction.type == InteractionType::kOuter ? a.fusions : std::vector<OuterFusion>{OuterFusion::kAuto};
+  size_t need = 0;
+  for (OuterFusion f : fusions) {
+    opt.outer_fusion = f;
+    need += DlrmGpu::device_bytes(m.cfg, opt);
+  }
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   FLURRY_CHECK(need < free_b, "dlrm_bench: " << name << " needs " << need / 1e9 << " GB of device memory, " << free_b / 1e9
                                              << " GB free; lower --table-budget-gb, --max-rows or the largest batch");
 
-  DlrmGpu gpu;
+  std::vector<std::unique_ptr<DlrmGpu>> gpus;
   OJson setup;
   bool ok = true;
   std::vector<float> logits(static_cast<size_t>(opt.max_batch));
-  OJson check;
+  std::vector<OJson> checks;
   {
     auto t = Clock::now();
     TempCheckpoint folder(a, m);
     setup["checkpoint_s"] = seconds_since(t);
     t = Clock::now();
     const Checkpoint ck = Checkpoint::open(folder.dir());
-    gpu.load(m.cfg, ck, opt);
-    setup["load_s"] = seconds_since(t);
-    std::fprintf(stderr, "[%s] random fp16 checkpoint written in %.1f s, loaded in %.1f s (%.2f GB on the device)\n",
-                 name.c_str(), setup["checkpoint_s"].get<double>(), setup["load_s"].get<double>(), gpu.device_bytes() / 1e9);
     const DlrmBatch probe = make_batch(m, std::min<int64_t>(std::max(a.check, 1), opt.max_batch), a.alpha,
                                        splitmix64(a.seed ^ 0xC0FFEEull), a.threads);
-    ok = check_against_cpu(m, ck, gpu, probe, a.check, &check);
-    std::fprintf(stderr, "[%s] CPU reference check: %s\n", name.c_str(), check.dump().c_str());
+    for (OuterFusion f : fusions) {
+      opt.outer_fusion = f;
+      gpus.push_back(std::make_unique<DlrmGpu>());
+      DlrmGpu& gpu = *gpus.back();
+      gpu.load(m.cfg, ck, opt);
+      setup["load_s"] = seconds_since(t);
+      std::fprintf(stderr, "[%s] random fp16 checkpoint written in %.1f s, loaded in %.1f s (%.2f GB on the device)\n",
+                   name.c_str(), setup["checkpoint_s"].get<double>(), setup["load_s"].get<double>(),
+                   gpu.device_bytes() / 1e9);
+      OJson check;
+      ok = check_against_cpu(m, ck, gpu, probe, a.check, &check) && ok;
+      std::fprintf(stderr, "[%s] outer fusion %s: CPU reference check: %s\n", name.c_str(), outer_fusion_name(f),
+                   check.dump().c_str());
+      checks.push_back(check);
+    }
   }  // the checkpoint is unmapped and its folder removed here
 
   for (int64_t n : a.batches) {
@@ -646,42 +767,22 @@ bool run_model(const std::string& name, const Args& a, const std::string& device
       pool.push_back(make_batch(m, n, a.alpha, key, a.threads));
     }
     const double workload_s = seconds_since(tw);
-    Result r = time_batches(gpu, pool, a, logits);
-    r.workload_s = workload_s;
-    const double pairs_per_s = static_cast<double>(r.iters * r.batch) / r.wall_s;
-    OJson j;
-    j["framework"] = "flurry";
-    j["variant"] = "forward";
-    j["model"] = name;
-    j["batch"] = r.batch;
-    j["pairs_per_s"] = pairs_per_s;
-    j["ms_per_batch"] = r.median_ms;
-    j["ms_per_batch_mean"] = r.mean_ms;
-    j["ms_per_batch_min"] = r.min_ms;
-    j["ms_per_batch_max"] = r.max_ms;
-    j["batches"] = r.iters;
-    j["wall_s"] = r.wall_s;
-    j["time_ms_per_batch"] = {{"stage", r.stage_ms},
-                              {"gpu", r.gpu_ms},
-                              {"other", std::max(0.0, r.mean_ms - r.stage_ms - r.gpu_ms)}};
-    j["timed"] = "host clock around forward(): validation + packing, H2D of inputs, device pass, D2H of logits";
-    j["d2h_free_variant"] = "none (DlrmGpu has no forward without the logits' D2H)";
-    j["dtype"] = dtype_name(a.dtype);
-    j["device"] = device;
-    j["zipf_alpha"] = a.alpha;
-    j["seed"] = a.seed;
-    j["pool"] = a.pool;
-    j["indices_per_batch"] = r.indices_per_batch;
-    j["workload_s"] = r.workload_s;
-    j["device_bytes"] = gpu.device_bytes();
-    j["setup_s"] = setup;
-    for (auto it = check.begin(); it != check.end(); ++it) j[it.key()] = it.value();
-    for (auto it = desc.begin(); it != desc.end(); ++it) j[it.key()] = it.value();
-    std::fprintf(stderr, "[%s] batch %lld: %.2f M pairs/s, %.3f ms/batch median (stage %.3f, gpu %.3f), %lld batches\n",
-                 name.c_str(), static_cast<long long>(r.batch), pairs_per_s / 1e6, r.median_ms, r.stage_ms, r.gpu_ms,
-                 static_cast<long long>(r.iters));
-    std::printf("%s\n", j.dump().c_str());
-    std::fflush(stdout);
+    for (size_t gi = 0; gi < gpus.size(); ++gi) {
+      for (bool graphs : a.graphs) {
+        for (const std::string& mode : a.modes) {
+          DlrmGpu& gpu = *gpus[gi];
+          gpu.set_use_graphs(graphs);
+          OJson variant = {{"variant", mode},
+                           {"graphs", graphs},
+                           {"outer_fusion", outer_fusion_name(fusions[gi])},
+                           {"outer_fused", gpu.outer_fused()}};
+          Result r = mode == "pipeline" ? time_pipeline(gpu, pool, a, logits) : time_batches(gpu, pool, a, logits);
+          r.workload_s = workload_s;
+          variant["graphs_captured"] = gpu.graphs();
+          print_result(name, a, device, r, gpu, setup, checks[gi], desc, variant);
+        }
+      }
+    }
   }
   return ok;
 }

@@ -234,8 +234,14 @@ int run_score(app::AppContext& app, const DlrmAssets& a, const ScoreOptions& o, 
         std::string& e = row_error[static_cast<size_t>(b + i)];
         if (e.empty()) e = errors[static_cast<size_t>(i)];
       }
+      // Queued: the GPU scorer stages the batch and returns, so the next sub-batch is encoded
+      // while this one is copied and scored.
       ScopedStage st(timers, "score");
-      scorer.score(batch, logits.data() + b);
+      scorer.score_async(batch, logits.data() + b);
+    }
+    {
+      ScopedStage st(timers, "score");
+      scorer.wait();
     }
     std::string text;
     int64_t bad = 0;

@@ -35,6 +35,12 @@ class Scorer {
  public:
   virtual ~Scorer() = default;
   virtual void score(const DlrmBatch& batch, float* logits) = 0;
+  // Queued scoring for callers that issue many batches: logits[0 .. batch.n) are written by the
+  // time wait() returns and must stay valid until then; `batch` may be reused as soon as this
+  // returns. The GPU overlaps the copies of one batch with the pass of another (and the caller's
+  // encoding of the next); the default scores at once.
+  virtual void score_async(const DlrmBatch& batch, float* logits) { score(batch, logits); }
+  virtual void wait() {}
   virtual const char* device() const = 0;
   // The k best candidates of each customer: `batch` holds customers x candidates pairs,
   // customer-major; valid (may be null) marks the pairs that may be recommended. top_logits /

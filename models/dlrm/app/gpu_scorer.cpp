@@ -16,6 +16,10 @@ GpuScorer::GpuScorer(const DlrmAssets& a, const DlrmGpuOptions& o, StageTimers* 
 
 void GpuScorer::score(const DlrmBatch& batch, float* logits) { gpu_.forward(batch, logits); }
 
+void GpuScorer::score_async(const DlrmBatch& batch, float* logits) { gpu_.forward_async(batch, logits); }
+
+void GpuScorer::wait() { gpu_.wait(); }
+
 void GpuScorer::topk(const DlrmBatch& batch, int64_t customers, int64_t candidates, const uint8_t* valid, int k,
                      float* top_logits, int32_t* top_index) {
   // The device top-k holds one customer's candidates in one pass and k <= 64; beyond that the

@@ -18,6 +18,8 @@ class GpuScorer : public Scorer {
  public:
   GpuScorer(const DlrmAssets& a, const DlrmGpuOptions& o, StageTimers* timers);
   void score(const DlrmBatch& batch, float* logits) override;
+  void score_async(const DlrmBatch& batch, float* logits) override;  // DlrmGpu::forward_async
+  void wait() override;
   void topk(const DlrmBatch& batch, int64_t customers, int64_t candidates, const uint8_t* valid, int k,
             float* top_logits, int32_t* top_index) override;
   const char* device() const override { return "cuda"; }

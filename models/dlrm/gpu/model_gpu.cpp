@@ -1,5 +1,6 @@
 // DlrmGpu: the weight table uploaded into one device arena, the pass buffers carved from the same
-// arena, pinned staging on the host, and a pass = staging, copies, launches on one stream.
+// arena, pinned staging on the host, and the device part of a pass (launches on one stream).
+// model_gpu_pipeline.cpp queues the passes (slots, copy streams, graphs).
 #include "models/dlrm/gpu/model_gpu.h"
 
 #include <cuda_runtime.h>
@@ -11,9 +12,11 @@
 
 #include "kernels/dlrm/embedding_bag.cuh"
 #include "kernels/dlrm/interaction.cuh"
+#include "kernels/dlrm/outer_linear.cuh"
 #include "kernels/dlrm/topk.cuh"
 #include "models/common/gpu/weight_upload.h"
 #include "models/common/weight_table.h"
+#include "models/dlrm/gpu/model_gpu_impl.h"
 #include "models/dlrm/model.h"
 #include "runtime/arena.h"
 #include "runtime/check.h"
@@ -42,20 +45,10 @@ PairOrder pair_order(Pairs p) {
   return PairOrder::StrictLower;
 }
 
-// The widths and row strides of a pass, from the config and options alone, so that sizing and
-// running cannot disagree. Row strides are padded to 8 elements (16 bytes at f16) so every row
-// a GEMM or a vector access starts at is aligned.
-struct Shape {
-  int64_t max_batch = 0, max_indices = 0;
-  int64_t num_dense = 0, dense_ld = 0, bags = 0;
-  int64_t bottom = 0, concat = 0, feats_ld = 0;
-  int64_t inter_out = 0, inter_ld = 0;  // inter_ld > 0: dot and outer write a separate buffer
-  int64_t act_width = 1;                // the widest hidden MLP layer
-  int64_t cross_layers = 0, rank = 0;
-};
+}  // namespace
 
-Shape shape_of(const DlrmConfig& c, const DlrmGpuOptions& o) {
-  Shape s;
+DlrmShape dlrm_shape(const DlrmConfig& c, const DlrmGpuOptions& o) {
+  DlrmShape s;
   s.max_batch = o.max_batch;
   int64_t features = 0;
   for (const BagConfig& b : c.bags) features += static_cast<int64_t>(b.features.size());
@@ -75,30 +68,13 @@ Shape shape_of(const DlrmConfig& c, const DlrmGpuOptions& o) {
     s.cross_layers = c.interaction.layers;
     s.rank = c.interaction.rank;
   }
+  s.outer_fused = DlrmGpu::outer_fused(c, o);
+  if (s.outer_fused) s.inter_ld = 0;  // no materialised interaction row
+  s.top0_out = c.top_mlp.empty() ? 0 : c.top_mlp.front();
   return s;
 }
 
-// The device buffers of a pass (arena views).
-struct Buffers {
-  void* dense = nullptr;      // [B, dense_ld] model dtype
-  int32_t* offsets = nullptr; // [bags * B + 1]
-  int32_t* indices = nullptr; // [max_indices]
-  void* act[2] = {nullptr, nullptr};  // [B, act_width] ping-pong for hidden MLP layers
-  void* feats = nullptr;      // [B, feats_ld]: [bottom | bag_0 | ...]
-  void* inter = nullptr;      // [B, inter_ld] (dot, outer)
-  void* x = nullptr;          // [B, feats_ld] (dcnv2: the cross layers' running x)
-  void* t = nullptr;          // [B, rank] (dcnv2)
-  float* u = nullptr;         // [B, concat] fp32 (dcnv2)
-  float* logits = nullptr;    // [B]
-  float* top_scores = nullptr;   // [B, kTopKMax]
-  int32_t* top_index = nullptr;  // [B, kTopKMax]
-  uint8_t* mask = nullptr;    // [B]
-  float* f32_bias = nullptr;  // top MLP's last bias, then each cross layer's bias [concat]
-  void* gemm_ws = nullptr;
-};
-
-// Sums (arena == nullptr) or allocates (arena given) the buffers of a pass, in one order.
-size_t layout(const Shape& s, DType dt, Arena* arena, Buffers* b) {
+size_t dlrm_layout(const DlrmShape& s, DType dt, int slots, Arena* arena, DlrmBuffers* b, DlrmSlotBuffers* slot_bufs) {
   size_t total = 0;
   auto take = [&](size_t bytes, const char* what) -> void* {
     bytes = std::max<size_t>(bytes, 1);
@@ -107,10 +83,15 @@ size_t layout(const Shape& s, DType dt, Arena* arena, Buffers* b) {
   };
   const size_t es = dtype_size(dt), B = static_cast<size_t>(s.max_batch);
   const size_t f4 = sizeof(float);
-  Buffers v;
-  v.dense = take(B * static_cast<size_t>(s.dense_ld) * es, "dlrm dense");
-  v.offsets = static_cast<int32_t*>(take((static_cast<size_t>(s.bags) * B + 1) * sizeof(int32_t), "dlrm offsets"));
-  v.indices = static_cast<int32_t*>(take(static_cast<size_t>(s.max_indices) * sizeof(int32_t), "dlrm indices"));
+  for (int k = 0; k < slots; ++k) {
+    DlrmSlotBuffers v;
+    v.dense = take(B * static_cast<size_t>(s.dense_ld) * es, "dlrm dense");
+    v.offsets = static_cast<int32_t*>(take((static_cast<size_t>(s.bags) * B + 1) * sizeof(int32_t), "dlrm offsets"));
+    v.indices = static_cast<int32_t*>(take(static_cast<size_t>(s.max_indices) * sizeof(int32_t), "dlrm indices"));
+    v.logits = static_cast<float*>(take(B * f4, "dlrm logits"));
+    if (slot_bufs) slot_bufs[k] = v;
+  }
+  DlrmBuffers v;
   v.act[0] = take(B * static_cast<size_t>(s.act_width) * es, "dlrm activations");
   v.act[1] = take(B * static_cast<size_t>(s.act_width) * es, "dlrm activations");
   v.feats = take(B * static_cast<size_t>(s.feats_ld) * es, "dlrm feature rows");
@@ -120,15 +101,20 @@ size_t layout(const Shape& s, DType dt, Arena* arena, Buffers* b) {
     v.t = take(B * static_cast<size_t>(s.rank) * es, "dlrm cross rank");
     v.u = static_cast<float*>(take(B * static_cast<size_t>(s.concat) * f4, "dlrm cross term"));
   }
-  v.logits = static_cast<float*>(take(B * f4, "dlrm logits"));
   v.top_scores = static_cast<float*>(take(B * kTopKMax * f4, "dlrm top-k scores"));
   v.top_index = static_cast<int32_t*>(take(B * kTopKMax * sizeof(int32_t), "dlrm top-k index"));
   v.mask = static_cast<uint8_t*>(take(B, "dlrm candidate mask"));
-  v.f32_bias = static_cast<float*>(take((1 + static_cast<size_t>(s.cross_layers * s.concat)) * f4, "dlrm f32 biases"));
+  const size_t nbias = 1 + static_cast<size_t>(s.cross_layers * s.concat) + (s.outer_fused ? static_cast<size_t>(s.top0_out) : 0);
+  v.f32_bias = static_cast<float*>(take(nbias * f4, "dlrm f32 biases"));
+  if (s.outer_fused) {
+    v.columns = static_cast<uint32_t*>(take(static_cast<size_t>(s.inter_out) * sizeof(uint32_t), "dlrm outer columns"));
+  }
   v.gemm_ws = take(GemmLt::kWorkspaceBytes, "dlrm gemm workspace");
   if (b) *b = v;
   return total;
 }
+
+namespace {
 
 void check_supported(const DlrmConfig& c, const DlrmGpuOptions& o) {
   FLURRY_CHECK(o.dtype == DType::F32 || o.dtype == DType::F16 || o.dtype == DType::BF16,
@@ -149,52 +135,17 @@ void check_supported(const DlrmConfig& c, const DlrmGpuOptions& o) {
   }
 }
 
-struct Layer {
-  const void* w = nullptr;  // [out, in]
-  const void* b = nullptr;  // [out]
-  int64_t in = 0, out = 0;
-};
-
 }  // namespace
-
-struct DlrmGpu::Impl {
-  DlrmConfig cfg;
-  DlrmGpuOptions opt;
-  Shape shape;
-  size_t bytes = 0;
-  std::unique_ptr<Arena> arena;
-  std::unique_ptr<GemmLt> lt;
-  std::unique_ptr<Stream> stream;
-  Buffers buf;
-  std::vector<Layer> bottom, top;
-  std::vector<EmbeddingBagSpec> bags;
-  std::vector<int64_t> bag_rows;  // rows of each bag's table (index validation)
-  std::vector<const void*> cross_v, cross_w;
-  // Pinned staging.
-  PinnedBuffer p_dense, p_offsets, p_indices, p_logits, p_top_scores, p_top_index, p_mask;
-  StageTimers* timers = nullptr;
-  bool all_tables = true;  // false on a rank of a table-sharded run
-
-  void upload(const Checkpoint& ck);
-  void check_batch(const DlrmBatch& b) const;
-  int64_t indices_in(const DlrmBatch& b, int64_t s0, int64_t s1) const;
-  int64_t fit_end(const DlrmBatch& b, int64_t s0, int64_t limit, int64_t unit) const;
-  int64_t stage(const DlrmBatch& b, int64_t s0, int64_t s1);
-  void run_pass(int64_t m, int64_t nidx, const void* pooled = nullptr, int64_t ld_pooled = 0);
-  void linear(const Layer& l, const void* x, int64_t ldx, void* y, int64_t ldy, int64_t m, Epilogue e,
-              DType c_type, const void* bias);
-  const void* interact(int64_t m, int64_t* ld_top_in);
-};
 
 void DlrmGpu::Impl::upload(const Checkpoint& ck) {
   const models::WeightTable table = dlrm_weight_table(cfg, opt.tables.empty() ? nullptr : &opt.tables);
   models::validate_checkpoint(table, ck);
   const models::DeviceWeights w = models::upload_weights(table, ck, opt.dtype, *arena, *stream);
   auto mlp = [&](const std::string& prefix, const std::vector<int64_t>& widths, int64_t in) {
-    std::vector<Layer> out;
+    std::vector<DlrmLayer> out;
     for (size_t i = 0; i < widths.size(); ++i) {
       const std::string k = prefix + "." + std::to_string(i);
-      out.push_back(Layer{w.get(k + ".weight"), w.get(k + ".bias"), in, widths[i]});
+      out.push_back(DlrmLayer{w.get(k + ".weight"), w.get(k + ".bias"), in, widths[i]});
       in = widths[i];
     }
     return out;
@@ -213,7 +164,8 @@ void DlrmGpu::Impl::upload(const Checkpoint& ck) {
   }
   // fp32 copies of the biases whose GEMMs write fp32 (the logit, the cross term), read through
   // read_group like every other weight so the values are those of the checkpoint.
-  std::vector<float> f32(1 + static_cast<size_t>(shape.cross_layers * shape.concat));
+  const size_t top0_at = 1 + static_cast<size_t>(shape.cross_layers * shape.concat);
+  std::vector<float> f32(top0_at + (shape.outer_fused ? static_cast<size_t>(shape.top0_out) : 0));
   const std::string last = "top_mlp." + std::to_string(cfg.top_mlp.size() - 1) + ".bias";
   models::read_group(table, ck, table.group(last), 0, 1, DType::F32, f32.data());
   for (int64_t l = 0; l < shape.cross_layers; ++l) {
@@ -222,6 +174,16 @@ void DlrmGpu::Impl::upload(const Checkpoint& ck) {
     cross_w.push_back(w.get(p + ".W"));
     models::read_group(table, ck, table.group(p + ".bias"), 0, shape.concat, DType::F32,
                        f32.data() + 1 + l * shape.concat);
+  }
+  if (shape.outer_fused) {
+    // The fused first top layer adds its bias in fp32 (outer_linear's epilogue), and reads A's
+    // columns through the table.
+    models::read_group(table, ck, table.group("top_mlp.0.bias"), 0, shape.top0_out, DType::F32, f32.data() + top0_at);
+    const std::vector<uint32_t> cols =
+        outer_linear_columns(pair_order(cfg.interaction.pairs), shape.concat, shape.bottom);
+    FLURRY_CHECK(static_cast<int64_t>(cols.size()) == shape.inter_out,
+                 "dlrm gpu: " << cols.size() << " outer columns for a top MLP input of " << shape.inter_out);
+    CUDA_CHECK(cudaMemcpy(buf.columns, cols.data(), cols.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
   }
   CUDA_CHECK(cudaMemcpy(buf.f32_bias, f32.data(), f32.size() * sizeof(float), cudaMemcpyHostToDevice));
 }
@@ -282,33 +244,36 @@ int64_t DlrmGpu::Impl::fit_end(const DlrmBatch& b, int64_t s0, int64_t limit, in
   return s0 + lo * unit;
 }
 
-// Samples [s0, s1) into the pinned buffers: dense rows converted to the model dtype (the padding
-// columns stay zero from load), each bag's offsets rebased onto the indices packed bag after bag.
-int64_t DlrmGpu::Impl::stage(const DlrmBatch& b, int64_t s0, int64_t s1) {
+// Samples [s0, s1) into slot k's pinned buffers: dense rows converted to the model dtype (the
+// padding columns stay zero from load), each bag's offsets rebased onto the indices packed bag
+// after bag, bag b's offsets at b * padded (the padding samples' bags empty).
+int64_t DlrmGpu::Impl::stage(const DlrmBatch& b, int64_t s0, int64_t s1, int64_t padded, int k) {
   ScopedStage st(timers, "dlrm_stage");
   const int64_t m = s1 - s0, n = b.n;
   const size_t es = dtype_size(opt.dtype);
-  char* dense = p_dense.as<char>();
+  DlrmSlot& sl = slots[static_cast<size_t>(k)];
+  char* dense = sl.p_dense.as<char>();
   for (int64_t i = 0; i < m; ++i) {
     convert_from_f32(b.dense.data() + (s0 + i) * shape.num_dense, dense + static_cast<size_t>(i * shape.dense_ld) * es,
                      static_cast<size_t>(shape.num_dense), opt.dtype);
   }
-  int32_t* off = p_offsets.as<int32_t>();
-  int32_t* idx = p_indices.as<int32_t>();
+  int32_t* off = sl.p_offsets.as<int32_t>();
+  int32_t* idx = sl.p_indices.as<int32_t>();
   int32_t pos = 0;
   for (int64_t bi = 0; bi < shape.bags; ++bi) {
     const int32_t* src = b.offsets.data() + bi * n;
     const int32_t base = src[s0];
-    for (int64_t i = 0; i < m; ++i) off[bi * m + i] = pos + (src[s0 + i] - base);
+    for (int64_t i = 0; i < m; ++i) off[bi * padded + i] = pos + (src[s0 + i] - base);
     const int32_t len = src[s1] - base;
     if (len > 0) std::memcpy(idx + pos, b.indices.data() + base, static_cast<size_t>(len) * sizeof(int32_t));
     pos += len;
+    for (int64_t i = m; i < padded; ++i) off[bi * padded + i] = pos;
   }
-  off[shape.bags * m] = pos;
+  off[shape.bags * padded] = pos;
   return pos;
 }
 
-void DlrmGpu::Impl::linear(const Layer& l, const void* x, int64_t ldx, void* y, int64_t ldy, int64_t m, Epilogue e,
+void DlrmGpu::Impl::linear(const DlrmLayer& l, const void* x, int64_t ldx, void* y, int64_t ldy, int64_t m, Epilogue e,
                            DType c_type, const void* bias) {
   GemmArgs g;
   g.m = m;
@@ -392,27 +357,22 @@ const void* DlrmGpu::Impl::interact(int64_t m, int64_t* ld_top_in) {
   return buf.feats;
 }
 
-// One pass over the m staged samples, ending with fp32 logits in buf.logits (not waited for).
-// With `pooled` (device [m, ld_pooled], the bags pooled by their owners) the bags are copied into
-// the feature rows instead of gathered here.
-void DlrmGpu::Impl::run_pass(int64_t m, int64_t nidx, const void* pooled, int64_t ld_pooled) {
+// The device part of a pass over m samples whose inputs are in slot k's device buffers, ending
+// with fp32 logits in the slot's logits (not waited for). No host work but launches, nothing that
+// synchronises or allocates: graph capture records exactly this. With `pooled` (device
+// [m, ld_pooled], the bags pooled by their owners) the bags are copied into the feature rows
+// instead of gathered here.
+void DlrmGpu::Impl::enqueue_pass(int64_t m, int k, const void* pooled, int64_t ld_pooled) {
   const size_t es = dtype_size(opt.dtype);
   cudaStream_t s = *stream;
-  CUDA_CHECK(cudaMemcpyAsync(buf.dense, p_dense.data(), static_cast<size_t>(m * shape.dense_ld) * es,
-                             cudaMemcpyHostToDevice, s));
-  CUDA_CHECK(cudaMemcpyAsync(buf.offsets, p_offsets.data(), static_cast<size_t>(shape.bags * m + 1) * sizeof(int32_t),
-                             cudaMemcpyHostToDevice, s));
-  if (nidx > 0) {
-    CUDA_CHECK(cudaMemcpyAsync(buf.indices, p_indices.data(), static_cast<size_t>(nidx) * sizeof(int32_t),
-                               cudaMemcpyHostToDevice, s));
-  }
+  const DlrmSlotBuffers& in = slots[static_cast<size_t>(k)].dev;
   // Bottom MLP; its last layer writes columns [0, bottom) of the feature rows.
   if (bottom.empty()) {
-    CUDA_CHECK(cudaMemcpy2DAsync(buf.feats, static_cast<size_t>(shape.feats_ld) * es, buf.dense,
+    CUDA_CHECK(cudaMemcpy2DAsync(buf.feats, static_cast<size_t>(shape.feats_ld) * es, in.dense,
                                  static_cast<size_t>(shape.dense_ld) * es, static_cast<size_t>(shape.num_dense) * es,
                                  static_cast<size_t>(m), cudaMemcpyDeviceToDevice, s));
   }
-  const void* x = buf.dense;
+  const void* x = in.dense;
   int64_t ldx = shape.dense_ld;
   for (size_t i = 0; i < bottom.size(); ++i) {
     const bool last = i + 1 == bottom.size();
@@ -432,19 +392,46 @@ void DlrmGpu::Impl::run_pass(int64_t m, int64_t nidx, const void* pooled, int64_
     EmbeddingBagsArgs eb;
     eb.bags = bags;
     eb.table_type = opt.dtype;
-    eb.offsets = buf.offsets;
-    eb.indices = buf.indices;
+    eb.offsets = in.offsets;
+    eb.indices = in.indices;
     eb.n = m;
     eb.out = buf.feats;
     eb.out_type = opt.dtype;
     eb.ld_out = shape.feats_ld;
     embedding_bags(eb, s);
   }
-  x = interact(m, &ldx);
+  size_t first_top = 0;
+  if (shape.outer_fused) {
+    // The interaction and the first top layer in one kernel: A's tiles are built from the feature
+    // rows on the fly (outer_linear.cuh has why).
+    const bool last = top.size() == 1;
+    OuterLinearArgs a;
+    a.feats = buf.feats;
+    a.ld_feats = shape.feats_ld;
+    a.n = m;
+    a.width = shape.concat;
+    a.columns = buf.columns;
+    a.in = shape.inter_out;
+    a.w = top[0].w;
+    a.ldw = top[0].in;
+    a.bias = last ? buf.f32_bias : buf.f32_bias + 1 + shape.cross_layers * shape.concat;
+    a.out = top[0].out;
+    a.relu = !last;
+    a.y = last ? static_cast<void*>(in.logits) : buf.act[0];
+    a.ld_y = last ? 1 : top[0].out;
+    a.y_type = last ? DType::F32 : opt.dtype;
+    a.type = opt.dtype;
+    outer_linear(a, s);
+    x = buf.act[0];
+    ldx = top[0].out;
+    first_top = 1;
+  } else {
+    x = interact(m, &ldx);
+  }
   // Top MLP: hidden layers ping-pong through act, the last writes the fp32 logit.
-  for (size_t i = 0; i < top.size(); ++i) {
+  for (size_t i = first_top; i < top.size(); ++i) {
     if (i + 1 == top.size()) {
-      linear(top[i], x, ldx, buf.logits, 1, m, Epilogue::Bias, DType::F32, buf.f32_bias);
+      linear(top[i], x, ldx, in.logits, 1, m, Epilogue::Bias, DType::F32, buf.f32_bias);
     } else {
       linear(top[i], x, ldx, buf.act[i % 2], top[i].out, m, Epilogue::BiasRelu, opt.dtype, top[i].b);
       x = buf.act[i % 2];
@@ -454,13 +441,53 @@ void DlrmGpu::Impl::run_pass(int64_t m, int64_t nidx, const void* pooled, int64_
 }
 
 DlrmGpu::DlrmGpu() = default;
-DlrmGpu::~DlrmGpu() = default;
+
+DlrmGpu::~DlrmGpu() {
+  // Passes may still be queued (forward_async without wait): let them finish before their buffers
+  // go. Destructors never throw, so the statuses are dropped.
+  if (impl_) {
+    for (Stream* s : {impl_->stream.get(), impl_->h2d.get(), impl_->d2h.get()}) {
+      if (s) (void)cudaStreamSynchronize(s->get());
+    }
+  }
+}
+
+const char* outer_fusion_name(OuterFusion f) {
+  switch (f) {
+    case OuterFusion::kAuto: return "auto";
+    case OuterFusion::kOn: return "on";
+    case OuterFusion::kOff: return "off";
+  }
+  return "?";
+}
+
+OuterFusion parse_outer_fusion(const std::string& s) {
+  if (s == "auto") return OuterFusion::kAuto;
+  if (s == "on") return OuterFusion::kOn;
+  if (s == "off") return OuterFusion::kOff;
+  FLURRY_FAIL("outer fusion '" << s << "' is not auto, on or off");
+}
+
+bool DlrmGpu::outer_fused(const DlrmConfig& cfg, const DlrmGpuOptions& options) {
+  if (cfg.interaction.type != InteractionType::kOuter || options.outer_fusion == OuterFusion::kOff) return false;
+  const bool fits = cfg.concat_width() <= outer_linear_max_width(options.dtype);
+  if (options.outer_fusion == OuterFusion::kOn) {
+    FLURRY_CHECK(fits, "dlrm gpu: the fused outer interaction holds z of at most " << outer_linear_max_width(options.dtype)
+                                                                                  << " values at " << dtype_name(options.dtype)
+                                                                                  << ", not " << cfg.concat_width()
+                                                                                  << "; use outer fusion off or auto");
+    return true;
+  }
+  // auto: fused where tensor cores make it the cheaper path (the estimate in outer_linear.cuh).
+  return fits && options.dtype != DType::F32;
+}
 
 size_t DlrmGpu::device_bytes(const DlrmConfig& cfg, const DlrmGpuOptions& options) {
   check_supported(cfg, options);
   return models::table_bytes(dlrm_weight_table(cfg, options.tables.empty() ? nullptr : &options.tables), options.dtype,
                              Arena::kDefaultAlign) +
-         layout(shape_of(cfg, options), options.dtype, nullptr, nullptr) + Arena::kDefaultAlign;
+         dlrm_layout(dlrm_shape(cfg, options), options.dtype, Impl::kSlots, nullptr, nullptr, nullptr) +
+         Arena::kDefaultAlign;
 }
 
 void DlrmGpu::load(const DlrmConfig& cfg, const Checkpoint& ck, DType dtype) {
@@ -470,11 +497,12 @@ void DlrmGpu::load(const DlrmConfig& cfg, const Checkpoint& ck, DType dtype) {
 }
 
 void DlrmGpu::load(const DlrmConfig& cfg, const Checkpoint& ck, const DlrmGpuOptions& options) {
+  wait();
   impl_.reset();
   auto im = std::make_unique<Impl>();
   im->cfg = cfg;
   im->opt = options;
-  im->shape = shape_of(cfg, options);
+  im->shape = dlrm_shape(cfg, options);
   const size_t need = device_bytes(cfg, options);
   size_t free_b = 0, total_b = 0;
   device_memory_info(&free_b, &total_b);
@@ -492,190 +520,33 @@ void DlrmGpu::load(const DlrmConfig& cfg, const Checkpoint& ck, const DlrmGpuOpt
   lo.allow_tf32 = options.allow_tf32;
   im->lt = std::make_unique<GemmLt>(lo);
   im->stream = std::make_unique<Stream>();
-  layout(im->shape, options.dtype, im->arena.get(), &im->buf);
+  im->h2d = std::make_unique<Stream>();
+  im->d2h = std::make_unique<Stream>();
+  DlrmSlotBuffers slot_bufs[Impl::kSlots];
+  dlrm_layout(im->shape, options.dtype, Impl::kSlots, im->arena.get(), &im->buf, slot_bufs);
   im->upload(ck);
-  const Shape& s = im->shape;
+  const DlrmShape& s = im->shape;
   const size_t es = dtype_size(options.dtype), B = static_cast<size_t>(s.max_batch);
-  im->p_dense = PinnedBuffer(B * static_cast<size_t>(s.dense_ld) * es);
-  std::memset(im->p_dense.data(), 0, im->p_dense.size());  // padding columns stay zero
-  im->p_offsets = PinnedBuffer((static_cast<size_t>(s.bags) * B + 1) * sizeof(int32_t));
-  im->p_indices = PinnedBuffer(static_cast<size_t>(s.max_indices) * sizeof(int32_t));
-  im->p_logits = PinnedBuffer(B * sizeof(float));
+  for (int k = 0; k < Impl::kSlots; ++k) {
+    DlrmSlot& sl = im->slots[static_cast<size_t>(k)];
+    sl.dev = slot_bufs[k];
+    // Rows a padded pass reads but no batch wrote hold zeros, never stale bit patterns.
+    CUDA_CHECK(cudaMemset(sl.dev.dense, 0, B * static_cast<size_t>(s.dense_ld) * es));
+    sl.p_dense = PinnedBuffer(B * static_cast<size_t>(s.dense_ld) * es);
+    std::memset(sl.p_dense.data(), 0, sl.p_dense.size());  // padding columns stay zero
+    sl.p_offsets = PinnedBuffer((static_cast<size_t>(s.bags) * B + 1) * sizeof(int32_t));
+    sl.p_indices = PinnedBuffer(static_cast<size_t>(s.max_indices) * sizeof(int32_t));
+    sl.p_logits = PinnedBuffer(B * sizeof(float));
+  }
   im->p_top_scores = PinnedBuffer(B * kTopKMax * sizeof(float));
   im->p_top_index = PinnedBuffer(B * kTopKMax * sizeof(int32_t));
   im->p_mask = PinnedBuffer(B);
   im->timers = timers_;
   LOG_INFO("dlrm gpu: " << dtype_name(options.dtype) << ", " << interaction_name(cfg.interaction.type)
-                        << " interaction, " << format_bytes(need) << " of device memory for " << s.max_batch
-                        << " samples per pass");
+                        << " interaction" << (s.outer_fused ? " (fused into the first top layer)" : "") << ", "
+                        << format_bytes(need) << " of device memory for " << s.max_batch << " samples per pass"
+                        << (options.use_graphs ? ", CUDA graphs" : ""));
   impl_ = std::move(im);
-}
-
-void DlrmGpu::forward(const DlrmBatch& batch, float* host_logits) {
-  FLURRY_CHECK(impl_, "dlrm gpu: forward before load");
-  Impl& im = *impl_;
-  FLURRY_CHECK(im.all_tables, "dlrm gpu: forward on a model holding only some tables (table-sharded): use forward_pooled");
-  im.check_batch(batch);
-  for (int64_t s0 = 0; s0 < batch.n;) {
-    const int64_t s1 = im.fit_end(batch, s0, std::min(batch.n, s0 + im.shape.max_batch), 1);
-    const int64_t nidx = im.stage(batch, s0, s1);
-    ScopedStage st(im.timers, "dlrm_gpu");
-    im.run_pass(s1 - s0, nidx);
-    CUDA_CHECK(cudaMemcpyAsync(im.p_logits.data(), im.buf.logits, static_cast<size_t>(s1 - s0) * sizeof(float),
-                               cudaMemcpyDeviceToHost, *im.stream));
-    im.stream->synchronize();
-    std::memcpy(host_logits + s0, im.p_logits.data(), static_cast<size_t>(s1 - s0) * sizeof(float));
-    s0 = s1;
-  }
-}
-
-void DlrmGpu::recommend(const DlrmBatch& batch, int64_t customers, int64_t candidates, const uint8_t* valid, int k,
-                        float* top_logits, int32_t* top_index) {
-  FLURRY_CHECK(impl_, "dlrm gpu: recommend before load");
-  Impl& im = *impl_;
-  FLURRY_CHECK(im.all_tables, "dlrm gpu: recommend on a model holding only some tables (table-sharded)");
-  FLURRY_CHECK(k >= 1 && k <= kTopKMax, "dlrm gpu: top-k of " << k << " (1.." << kTopKMax << ")");
-  FLURRY_CHECK(customers >= 0 && candidates >= 1 && batch.n == customers * candidates,
-               "dlrm gpu: a batch of " << batch.n << " samples is not " << customers << " customers x " << candidates
-                                       << " candidates");
-  FLURRY_CHECK(candidates <= im.shape.max_batch,
-               "dlrm gpu: " << candidates << " candidates per customer exceed the " << im.shape.max_batch
-                            << " samples of a pass; raise --batch-size");
-  im.check_batch(batch);
-  for (int64_t s0 = 0; s0 < batch.n;) {
-    const int64_t limit = std::min(batch.n, s0 + im.shape.max_batch / candidates * candidates);
-    const int64_t s1 = im.fit_end(batch, s0, limit, candidates);
-    const int64_t m = s1 - s0, rows = m / candidates;
-    const int64_t nidx = im.stage(batch, s0, s1);
-    ScopedStage st(im.timers, "dlrm_gpu");
-    im.run_pass(m, nidx);
-    if (valid) {
-      std::memcpy(im.p_mask.data(), valid + s0, static_cast<size_t>(m));
-      CUDA_CHECK(cudaMemcpyAsync(im.buf.mask, im.p_mask.data(), static_cast<size_t>(m), cudaMemcpyHostToDevice,
-                                 *im.stream));
-    }
-    TopKArgs a;
-    a.scores = im.buf.logits;
-    a.ld_scores = candidates;
-    a.mask = valid ? im.buf.mask : nullptr;
-    a.ld_mask = candidates;
-    a.rows = rows;
-    a.cols = candidates;
-    a.k = k;
-    a.out_scores = im.buf.top_scores;
-    a.out_index = im.buf.top_index;
-    topk_rows(a, *im.stream);
-    const size_t nk = static_cast<size_t>(rows) * static_cast<size_t>(k);
-    CUDA_CHECK(cudaMemcpyAsync(im.p_top_scores.data(), im.buf.top_scores, nk * sizeof(float), cudaMemcpyDeviceToHost,
-                               *im.stream));
-    CUDA_CHECK(cudaMemcpyAsync(im.p_top_index.data(), im.buf.top_index, nk * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                               *im.stream));
-    im.stream->synchronize();
-    const size_t at = static_cast<size_t>(s0 / candidates) * static_cast<size_t>(k);
-    std::memcpy(top_logits + at, im.p_top_scores.data(), nk * sizeof(float));
-    std::memcpy(top_index + at, im.p_top_index.data(), nk * sizeof(int32_t));
-    s0 = s1;
-  }
-}
-
-void DlrmGpu::pool_bag(int64_t bag, const int32_t* offsets, const int32_t* indices, int64_t n, void* device_out,
-                       int64_t ld_out) {
-  FLURRY_CHECK(impl_, "dlrm gpu: pool_bag before load");
-  Impl& im = *impl_;
-  FLURRY_CHECK(bag >= 0 && bag < im.shape.bags, "dlrm gpu: bag " << bag << " of " << im.shape.bags);
-  const EmbeddingBagSpec& spec = im.bags[static_cast<size_t>(bag)];
-  const int64_t rows = im.bag_rows[static_cast<size_t>(bag)];
-  FLURRY_CHECK(spec.table != nullptr, "dlrm gpu: bag '" << im.cfg.bags[static_cast<size_t>(bag)].name
-                                                         << "': its table is not held by this rank");
-  const size_t es = dtype_size(im.opt.dtype);
-  // Passes of at most max_batch samples and max_indices indices through the pass's own staging
-  // and offsets/indices buffers (the pass buffers are free between passes: one stream).
-  for (int64_t s0 = 0; s0 < n;) {
-    int64_t s1 = std::min(n, s0 + im.shape.max_batch);
-    while (s1 > s0 + 1 && offsets[s1] - offsets[s0] > im.shape.max_indices) s1 = s0 + (s1 - s0) / 2;
-    const int32_t base = offsets[s0], nidx = offsets[s1] - base;
-    FLURRY_CHECK(nidx <= im.shape.max_indices, "dlrm gpu: one sample holds " << nidx << " indices, more than the "
-                                                                             << im.shape.max_indices << " of a pass");
-    im.stream->synchronize();  // the pinned staging may still feed an earlier copy
-    int32_t* off = im.p_offsets.as<int32_t>();
-    int32_t* idx = im.p_indices.as<int32_t>();
-    for (int64_t i = 0; i <= s1 - s0; ++i) off[i] = offsets[s0 + i] - base;
-    for (int32_t k = 0; k < nidx; ++k) {
-      const int32_t r = indices[base + k];
-      FLURRY_CHECK(r >= 0 && r < rows, "dlrm gpu: embedding index " << r << " outside the table's " << rows << " rows");
-      idx[k] = r;
-    }
-    CUDA_CHECK(cudaMemcpyAsync(im.buf.offsets, off, static_cast<size_t>(s1 - s0 + 1) * sizeof(int32_t),
-                               cudaMemcpyHostToDevice, *im.stream));
-    if (nidx > 0) {
-      CUDA_CHECK(cudaMemcpyAsync(im.buf.indices, idx, static_cast<size_t>(nidx) * sizeof(int32_t),
-                                 cudaMemcpyHostToDevice, *im.stream));
-    }
-    EmbeddingBagsArgs eb;
-    eb.bags = {EmbeddingBagSpec{spec.table, spec.dim, 0, spec.pooling}};
-    eb.table_type = im.opt.dtype;
-    eb.offsets = im.buf.offsets;
-    eb.indices = im.buf.indices;
-    eb.n = s1 - s0;
-    eb.out = static_cast<char*>(device_out) + static_cast<size_t>(s0 * ld_out) * es;
-    eb.out_type = im.opt.dtype;
-    eb.ld_out = ld_out;
-    embedding_bags(eb, *im.stream);
-    s0 = s1;
-  }
-}
-
-void DlrmGpu::forward_pooled(const DlrmBatch& batch, const void* device_pooled, int64_t ld_pooled, float* host_logits) {
-  FLURRY_CHECK(impl_, "dlrm gpu: forward_pooled before load");
-  Impl& im = *impl_;
-  const int64_t n = batch.n;
-  if (n == 0) return;
-  FLURRY_CHECK(static_cast<int64_t>(batch.dense.size()) == n * im.shape.num_dense,
-               "dlrm gpu: a batch of " << n << " samples has " << batch.dense.size() << " dense values");
-  FLURRY_CHECK(ld_pooled >= im.shape.concat - im.shape.bottom, "dlrm gpu: pooled rows of stride " << ld_pooled);
-  const size_t es = dtype_size(im.opt.dtype);
-  // Dense rows only: the bags come pooled. The pinned staging may still feed pool_bag's copies.
-  im.stream->synchronize();
-  DlrmBatch dense_only;
-  for (int64_t s0 = 0; s0 < n;) {
-    const int64_t s1 = std::min(n, s0 + im.shape.max_batch), m = s1 - s0;
-    dense_only.n = m;
-    dense_only.dense.assign(batch.dense.begin() + s0 * im.shape.num_dense, batch.dense.begin() + s1 * im.shape.num_dense);
-    dense_only.offsets.assign(static_cast<size_t>(im.shape.bags * m + 1), 0);
-    dense_only.indices.clear();
-    im.stage(dense_only, 0, m);
-    ScopedStage st(im.timers, "dlrm_gpu");
-    im.run_pass(m, 0, static_cast<const char*>(device_pooled) + static_cast<size_t>(s0 * ld_pooled) * es, ld_pooled);
-    CUDA_CHECK(cudaMemcpyAsync(im.p_logits.data(), im.buf.logits, static_cast<size_t>(m) * sizeof(float),
-                               cudaMemcpyDeviceToHost, *im.stream));
-    im.stream->synchronize();
-    std::memcpy(host_logits + s0, im.p_logits.data(), static_cast<size_t>(m) * sizeof(float));
-    s0 = s1;
-  }
-}
-
-void* DlrmGpu::stream() const {
-  FLURRY_CHECK(impl_, "dlrm gpu: not loaded");
-  return static_cast<void*>(impl_->stream->get());
-}
-
-bool DlrmGpu::loaded() const { return impl_ != nullptr; }
-
-const DlrmConfig& DlrmGpu::config() const {
-  FLURRY_CHECK(impl_, "dlrm gpu: not loaded");
-  return impl_->cfg;
-}
-
-const DlrmGpuOptions& DlrmGpu::options() const {
-  FLURRY_CHECK(impl_, "dlrm gpu: not loaded");
-  return impl_->opt;
-}
-
-size_t DlrmGpu::device_bytes() const { return impl_ ? impl_->bytes : 0; }
-
-void DlrmGpu::set_timers(StageTimers* timers) {
-  timers_ = timers;
-  if (impl_) impl_->timers = timers;
 }
 
 }  // namespace flurry::dlrm

@@ -5,11 +5,12 @@
 //   DlrmGpu g;
 //   g.load(cfg, ck, {DType::F16, /*max_batch=*/4096});
 //   g.forward(batch, logits);                          // logits [batch.n], fp32
+//   g.forward_async(b1, l1); g.forward_async(b2, l2); g.wait();   // the pipeline
 //   g.recommend(pairs, customers, candidates, valid, k, top_logits, top_index);
 //
 // One pass over at most max_batch samples (larger batches are split, each split a whole pass):
 //   pinned staging (dense converted to the model dtype, offsets rebased, indices checked against
-//   their tables) -> H2D on the model's stream -> bottom MLP (cuBLASLt, bias+ReLU epilogues; the
+//   their tables; two slots) -> H2D on a copy stream -> on the model's stream: bottom MLP (cuBLASLt, bias+ReLU epilogues; the
 //   last layer writes straight into columns [0, bottom) of the feature row [bottom | bag_0 | ...])
 //   -> embedding_bags (every bag pooled into its slot of the same row) -> the interaction (dot,
 //   outer, cat: none, dcnv2: the cross layers) -> top MLP (the last layer writes fp32 logits with
@@ -21,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "io/safetensors.h"
@@ -30,6 +32,15 @@
 #include "runtime/stage_timers.h"
 
 namespace flurry::dlrm {
+
+// The outer interaction fused into the first top-MLP GEMM (kernels/dlrm/outer_linear.cuh):
+// auto: fused for f16/bf16 when z fits the kernel (the cheaper path by the estimate there),
+// materialised for f32; on: fused (refused at load when z is too wide); off: materialised.
+// Other interactions ignore it.
+enum class OuterFusion { kAuto, kOn, kOff };
+const char* outer_fusion_name(OuterFusion f);
+// "auto", "on", "off"; throws flurry::Error otherwise.
+OuterFusion parse_outer_fusion(const std::string& s);
 
 struct DlrmGpuOptions {
   DType dtype = DType::F16;  // weights and activations: F32, F16 or BF16
@@ -43,6 +54,11 @@ struct DlrmGpuOptions {
   // run, sharding.h); empty: every table. forward() and recommend() then need every table and
   // refuse; a sharded rank uses pool_bag() for its tables and forward_pooled() for its batches.
   std::vector<bool> tables;
+  // CUDA graphs: each pass runs at a bucket size (powers of two from 16, capped at max_batch) and
+  // its device part is captured once per bucket and staging slot, then replayed. Off: every pass
+  // is launched op by op at its exact size.
+  bool use_graphs = true;
+  OuterFusion outer_fusion = OuterFusion::kAuto;
 };
 
 class DlrmGpu {
@@ -61,7 +77,18 @@ class DlrmGpu {
   // logits[i] (fp32, before the sigmoid) for every sample of `batch` (the layout of features.h).
   // Throws flurry::Error, before any launch of the pass holding it, on a batch whose shape does not
   // fit the model or an index outside its table.
+  // Synchronous: forward_async() then wait().
   void forward(const DlrmBatch& batch, float* host_logits);
+
+  // The pipeline: validates and stages `batch` into one of two pinned slots, queues its passes
+  // (H2D on a copy stream, the pass on stream(), D2H of the logits on another copy stream) and
+  // returns; the batch may be changed at once. host_logits[0 .. batch.n) is written by a later
+  // forward_async() (when it needs the slot) or by wait(), and must stay valid until wait()
+  // returns. While a pass runs, the next batch is staged and copied and the previous logits come
+  // back. Throws before queueing anything when the batch does not fit the model.
+  void forward_async(const DlrmBatch& batch, float* host_logits);
+  // Waits for every queued pass and writes its logits. Every other call waits first too.
+  void wait();
 
   // Scores customers x candidates pairs and keeps the k best candidates per customer on the
   // device. `batch` holds customers * candidates samples, customer-major (sample c * candidates + j
@@ -87,10 +114,19 @@ class DlrmGpu {
   bool loaded() const;
   const DlrmConfig& config() const;
   const DlrmGpuOptions& options() const;
+  // Switches options().use_graphs on a loaded model (after wait()); graphs already captured are
+  // kept for when it is switched back on. For comparing both on one set of weights.
+  void set_use_graphs(bool on);
+  // CUDA graphs captured so far (one per bucket size and slot used).
+  size_t graphs() const;
+  // Whether the outer interaction runs fused into the first top layer (options.outer_fusion
+  // resolved for this config and dtype).
+  bool outer_fused() const;
+  static bool outer_fused(const DlrmConfig& cfg, const DlrmGpuOptions& options);
   // Device bytes the arena of this model takes (weights + buffers).
   size_t device_bytes() const;
   static size_t device_bytes(const DlrmConfig& cfg, const DlrmGpuOptions& options);
-  // Stages "dlrm_stage" (host staging) and "dlrm_gpu" (a device pass, waited for) are added to
+  // Stages "dlrm_stage" (host staging) and "dlrm_gpu" (the host waiting for device passes) are added to
   // `timers` (null: none), across loads.
   void set_timers(StageTimers* timers);
 

@@ -5,10 +5,14 @@
 // mixed dims and no bottom MLP, and DCNv2. Batches larger than a pass and passes cut short by the
 // index capacity, a one-sample batch that matches its row of the batch, the empty batch, bad
 // indices refused; recommend()'s device top-k against the CPU logits (identical sets but for ties).
+// CUDA graphs against launches op by op (bit-identical at equal pass sizes), the forward_async
+// pipeline against forward(), and the outer interaction fused into the first top layer against
+// the CPU reference at odd widths, pair orders and a top MLP that is only the logit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -16,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "kernels/dlrm/outer_linear.cuh"
 #include "models/common/weight_table.h"
 #include "models/dlrm/config.h"
 #include "models/dlrm/gpu/model_gpu.h"
@@ -56,6 +61,20 @@ Json model_json(const std::string& kind) {
       "interaction": {"type": "outer", "pairs": "upper_with_diag"},
       "top_mlp": [64, 1]
     })");
+  } else if (kind == "outer_odd" || kind == "outer_logit") {
+    // Odd widths everywhere: z = 12 + 12 + 11 = 35 values, 12 + 35 * 34 / 2 = 607 columns (not a
+    // multiple of the K tile nor of 8), 33 outputs (not a multiple of the N tile).
+    j = Json::parse(R"({
+      "model_type": "dlrm",
+      "dense_features": ["d0","d1","d2"],
+      "embedding_tables": [{"name": "a", "num_embeddings": 50, "embedding_dim": 12},
+                           {"name": "b", "num_embeddings": 30, "embedding_dim": 11}],
+      "embedding_bags": [{"name": "b0", "table": "a", "pooling": "sum", "features": ["c0", "c1"]},
+                         {"name": "b1", "table": "b", "pooling": "mean", "features": ["c2"]}],
+      "bottom_mlp": [20, 12],
+      "interaction": {"type": "outer", "pairs": "strict_lower"}
+    })");
+    j["top_mlp"] = kind == "outer_odd" ? Json::array({33, 1}) : Json::array({1});
   } else if (kind == "cat") {
     j = Json::parse(R"({
       "model_type": "dlrm",
@@ -310,6 +329,177 @@ TEST(DlrmGpu, RefusesWhatItCannotRun) {
   std::vector<float> out(1);
   DlrmBatch b;
   EXPECT_THROW(g.forward(b, out.data()), Error);
+}
+
+// Bitwise equality of two logit vectors; the count of differing samples.
+int64_t differing(const std::vector<float>& a, const std::vector<float>& b) {
+  int64_t bad = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) ++bad;
+  }
+  return bad;
+}
+
+// Graphs replay exactly the launches of the eager pass: at equal pass sizes the logits are
+// bit-identical (the same cuBLASLt plans, the same kernels); ragged passes run at the bucket size
+// with graphs and at their own without, so they agree to the dtype's bound.
+void check_graphs(const std::string& kind, DType t, std::mt19937_64& rng) {
+  SCOPED_TRACE(kind + " " + dtype_name(t));
+  const DlrmConfig c = model_config(kind);
+  const Checkpoint ck = random_checkpoint(kind + "-graphs", c, t);
+  DlrmGpuOptions o;
+  o.dtype = t;
+  o.max_batch = 64;
+  o.use_graphs = true;
+  DlrmGpu graphed;
+  graphed.load(c, ck, o);
+  o.use_graphs = false;
+  DlrmGpu eager;
+  eager.load(c, ck, o);
+
+  const DlrmBatch b = random_batch(c, 128, 4, t, rng);  // two full passes, one per slot
+  std::vector<float> ref(static_cast<size_t>(b.n), std::numeric_limits<float>::quiet_NaN());
+  eager.forward(b, ref.data());
+  EXPECT_EQ(eager.graphs(), 0u);
+  for (int rep = 0; rep < 3; ++rep) {  // the first captures, the next ones replay
+    std::vector<float> got(static_cast<size_t>(b.n), std::numeric_limits<float>::quiet_NaN());
+    graphed.forward(b, got.data());
+    EXPECT_EQ(differing(got, ref), 0) << "repetition " << rep;
+  }
+  EXPECT_EQ(graphed.graphs(), 2u);  // bucket 64 on both slots
+
+  // A ragged batch: 64 + 64 + 22 (bucket 32), against the CPU reference.
+  const DlrmModel cpu = load_dlrm_cpu(c, ck);
+  const DlrmBatch r = random_batch(c, 150, 4, t, rng);
+  const std::vector<float> cref = cpu_logits(cpu, r);
+  for (int rep = 0; rep < 2; ++rep) {
+    std::vector<float> got(static_cast<size_t>(r.n), std::numeric_limits<float>::quiet_NaN());
+    graphed.forward(r, got.data());
+    EXPECT_TRUE(test::close_in_norm("dlrm_gpu_graphs_" + kind, got, cref, logit_bound(t)));
+  }
+  EXPECT_EQ(graphed.graphs(), 4u);  // and bucket 32 on both slots (the tail pass alternates)
+}
+
+TEST(DlrmGpu, GraphsAndNoGraphsGiveIdenticalLogits) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("DlrmGpu.Graphs");
+  for (const char* kind : {"dot", "outer", "cat_no_bottom", "dcnv2"}) {
+    for (DType t : {DType::F32, DType::F16}) check_graphs(kind, t, rng);
+  }
+}
+
+// forward_async: batches queued back to back (the caller's batch object reused at once) give what
+// forward() gives for each, bit for bit (same pass sizes).
+TEST(DlrmGpu, PipelinedBatchesMatchSynchronousOnes) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("DlrmGpu.Pipeline");
+  for (const char* kind : {"dot", "outer"}) {
+    for (bool graphs : {true, false}) {
+      SCOPED_TRACE(std::string(kind) + (graphs ? " graphs" : " eager"));
+      const DlrmConfig c = model_config(kind);
+      const Checkpoint ck = random_checkpoint(std::string(kind) + "-pipe", c, DType::F16);
+      DlrmGpuOptions o;
+      o.dtype = DType::F16;
+      o.max_batch = 64;
+      o.use_graphs = graphs;
+      DlrmGpu g;
+      g.load(c, ck, o);
+      std::vector<DlrmBatch> batches;
+      for (int64_t n : {64, 200, 7, 64, 130}) batches.push_back(random_batch(c, n, 3, DType::F16, rng));
+      std::vector<std::vector<float>> sync, piped;
+      for (const DlrmBatch& b : batches) {
+        sync.emplace_back(static_cast<size_t>(b.n), std::numeric_limits<float>::quiet_NaN());
+        g.forward(b, sync.back().data());
+      }
+      piped.reserve(batches.size());
+      DlrmBatch reused;
+      for (const DlrmBatch& b : batches) {
+        piped.emplace_back(static_cast<size_t>(b.n), std::numeric_limits<float>::quiet_NaN());
+        reused = b;
+        g.forward_async(reused, piped.back().data());
+        reused.dense.assign(reused.dense.size(), 1e6f);  // staged already: must not matter
+      }
+      g.wait();
+      for (size_t i = 0; i < batches.size(); ++i) EXPECT_EQ(differing(piped[i], sync[i]), 0) << "batch " << i;
+      g.wait();  // nothing queued: a no-op
+    }
+  }
+}
+
+// The fused outer interaction (kernels/dlrm/outer_linear.cuh) against the CPU reference, and
+// against the materialised path.
+void check_outer_fusion(const std::string& kind, DType t, std::mt19937_64& rng) {
+  SCOPED_TRACE(kind + " " + dtype_name(t));
+  const DlrmConfig c = model_config(kind);
+  const Checkpoint ck = random_checkpoint(kind + "-fused", c, t);
+  const DlrmModel cpu = load_dlrm_cpu(c, ck);
+  const DlrmBatch b = random_batch(c, 150, 4, t, rng);
+  const std::vector<float> ref = cpu_logits(cpu, b);
+  for (OuterFusion f : {OuterFusion::kOn, OuterFusion::kOff}) {
+    SCOPED_TRACE(outer_fusion_name(f));
+    DlrmGpuOptions o;
+    o.dtype = t;
+    o.max_batch = 64;
+    o.outer_fusion = f;
+    DlrmGpu g;
+    g.load(c, ck, o);
+    EXPECT_EQ(g.outer_fused(), f == OuterFusion::kOn);
+    std::vector<float> out(static_cast<size_t>(b.n), std::numeric_limits<float>::quiet_NaN());
+    g.forward(b, out.data());
+    EXPECT_TRUE(test::close_in_norm("dlrm_gpu_outer_" + kind + "_" + outer_fusion_name(f), out, ref, logit_bound(t)));
+  }
+}
+
+TEST(DlrmGpu, FusedOuterInteractionMatchesTheCpuReference) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("DlrmGpu.OuterFusion");
+  for (const char* kind : {"outer", "outer_odd", "outer_logit"}) {
+    for (DType t : {DType::F32, DType::F16, DType::BF16}) check_outer_fusion(kind, t, rng);
+  }
+}
+
+TEST(DlrmGpu, OuterFusionChoiceAndColumns) {
+  // No GPU needed: the choice is made from the config and options, the column table on the host.
+  DlrmConfig c = model_config("outer");
+  EXPECT_TRUE(DlrmGpu::outer_fused(c, DlrmGpuOptions{}));  // f16, auto: fused
+  DlrmGpuOptions o;
+  o.dtype = DType::F32;
+  EXPECT_FALSE(DlrmGpu::outer_fused(c, o));  // auto keeps fp32 materialised
+  o.outer_fusion = OuterFusion::kOn;
+  EXPECT_TRUE(DlrmGpu::outer_fused(c, o));
+  // The fused path needs no [batch, 33,024] interaction buffer.
+  DlrmGpuOptions off;
+  off.outer_fusion = OuterFusion::kOff;
+  EXPECT_LT(DlrmGpu::device_bytes(c, DlrmGpuOptions{}) + size_t{200} * 1000 * 1000, DlrmGpu::device_bytes(c, off));
+  c.tables[0].dim = 600;  // z 728 wide: beyond the fp32 kernel, within the 16-bit one
+  EXPECT_THROW(DlrmGpu::device_bytes(c, o), Error);
+  o.outer_fusion = OuterFusion::kAuto;
+  EXPECT_FALSE(DlrmGpu::outer_fused(c, o));
+  o.dtype = DType::F16;
+  EXPECT_TRUE(DlrmGpu::outer_fused(c, o));
+  EXPECT_FALSE(DlrmGpu::outer_fused(model_config("dot"), DlrmGpuOptions{}));
+  EXPECT_EQ(parse_outer_fusion("off"), OuterFusion::kOff);
+  EXPECT_THROW(parse_outer_fusion("maybe"), Error);
+
+  // The column table enumerates the pairs as the CPU reference does, after the prefix copies.
+  const struct {
+    Pairs p;
+    PairOrder q;
+  } orders[] = {{Pairs::kStrictLower, PairOrder::StrictLower},
+                {Pairs::kLowerWithDiag, PairOrder::LowerWithDiag},
+                {Pairs::kStrictUpper, PairOrder::StrictUpper},
+                {Pairs::kUpperWithDiag, PairOrder::UpperWithDiag}};
+  for (const auto& ord : orders) {
+    const int64_t width = 35, prefix = 12;
+    const std::vector<uint32_t> cols = outer_linear_columns(ord.q, width, prefix);
+    const auto pairs = interaction_pairs(ord.p, width);
+    ASSERT_EQ(cols.size(), static_cast<size_t>(prefix) + pairs.size());
+    for (int64_t i = 0; i < prefix; ++i) EXPECT_EQ(cols[static_cast<size_t>(i)], (static_cast<uint32_t>(i) << 16) | 0xFFFFu);
+    for (size_t e = 0; e < pairs.size(); ++e) {
+      const uint32_t want = (static_cast<uint32_t>(pairs[e].first) << 16) | static_cast<uint32_t>(pairs[e].second);
+      EXPECT_EQ(cols[static_cast<size_t>(prefix) + e], want) << "pair " << e;
+    }
+  }
 }
 
 }  // namespace
