@@ -50,10 +50,23 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
   if (r >= rows) return;
   float* h = srow + warp * d;
-  int64_t id = ids[r];
   int64_t p = 0;
-  if (lane == 0) p = r - cu[sequence_of(cu, batch, r)];
+  int padding = 0;  // a row past cu[batch]: the tail of a fixed-size (graph) batch
+  if (lane == 0) {
+    if (r >= cu[batch]) {
+      padding = 1;
+    } else {
+      p = r - cu[sequence_of(cu, batch, r)];
+    }
+  }
   p = __shfl_sync(0xffffffffu, p, 0);
+  padding = __shfl_sync(0xffffffffu, padding, 0);
+  T* o = out + r * d;
+  if (padding != 0) {  // zeros; its id is never read and nothing is flagged
+    for (int i = lane; i < d; i += 32) o[i] = from_f32<T>(0.0f);
+    return;
+  }
+  int64_t id = ids[r];
   int32_t bad = 0;
   if (id < 0 || id >= vocab) {
     bad |= kEmbedBadToken;
@@ -79,7 +92,6 @@ __global__ void __launch_bounds__(kThreads)
     sq += c * c;
   }
   const float inv = rsqrtf(warp_sum(sq) / static_cast<float>(d) + eps);
-  T* o = out + r * d;
   for (int i = lane; i < d; i += 32) {
     o[i] = from_f32<T>((h[i] - mean) * inv * to_f32(gamma[i]) + to_f32(beta[i]));
   }

@@ -8,6 +8,10 @@
 // dtype (F16 or BF16); the sum and the statistics are fp32 and out is rounded once. The CPU
 // reference is the loop of bert_forward (models/bert/model.cpp): embedding sums, then layernorm.
 //
+// Rows past cu_seqlens[batch] (rows > cu_seqlens[batch]) are padding: a CUDA graph replays a fixed
+// row count while cu_seqlens, in device memory, says how many rows are real. They are written as
+// zeros, their ids are not read and nothing is flagged.
+//
 // Bad input never reads out of bounds: an id outside [0, vocab) or a position outside [0, n_pos)
 // is clamped and flagged in *error with the bits of kernels/embed.cuh (kEmbedBadToken,
 // kEmbedBadPosition), which the host checks after synchronising.
@@ -24,7 +28,7 @@ namespace flurry {
 
 struct EmbedLayerNormArgs {
   const int32_t* ids = nullptr;         // device [rows]
-  const int32_t* cu_seqlens = nullptr;  // device [batch + 1], cu_seqlens[batch] == rows
+  const int32_t* cu_seqlens = nullptr;  // device [batch + 1], cu_seqlens[batch] <= rows
   const void* word = nullptr;           // [vocab, d]
   const void* pos = nullptr;            // [n_pos, d]
   const void* type_row = nullptr;       // [d]: the token-type embedding added to every row

@@ -5,12 +5,16 @@
 // random weights written from the weight table (the work does not depend on the values).
 //
 //   embed_bench [--models minilm,base] [--passages N] [--max-tokens T] [--max-batch B] [--dtype f16|bf16]
-//               [--seed S] [--quick]
+//               [--graphs on|off|both] [--seed S] [--quick]
 //
 // Lengths (tokens, [CLS]/[SEP] included, max_seq_length 256): 45% of passages are truncated to the
 // cap (256), the rest normal(150, 60) clamped to [8, 255] — MS MARCO / Wikipedia passages under
 // MiniLM's 256-token truncation. Prints one JSON line per model on stdout: tokens/s, passages/s,
-// the mean length, and GPU milliseconds per stage (a second, event-timed pass).
+// the mean length, and GPU milliseconds per stage (a second, event-timed pass, which runs eagerly).
+//
+// --graphs: on (default, the product's setting) replays each batch shape's CUDA graph; off launches
+// the same padded kernels one by one; both measures each model both ways, the graphs-off line
+// marked "framework": "flurry-no-graphs" (report.py compares the "flurry" line with the peer).
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,6 +50,7 @@ struct Args {
   DType dtype = DType::F16;
   uint64_t seed = 1;
   bool quick = false;
+  std::vector<bool> graphs = {true};  // --graphs on | off | both
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -80,13 +85,17 @@ Args parse(int argc, char** argv) {
       const std::string t = next();
       FLURRY_CHECK(t == "f16" || t == "bf16", "--dtype f16 or bf16");
       a.dtype = t == "bf16" ? DType::BF16 : DType::F16;
+    } else if (k == "--graphs") {
+      const std::string g = next();
+      FLURRY_CHECK(g == "on" || g == "off" || g == "both", "--graphs on, off or both");
+      a.graphs = g == "both" ? std::vector<bool>{true, false} : std::vector<bool>{g == "on"};
     } else if (k == "--seed") {
       a.seed = std::stoull(next());
     } else if (k == "--quick") {
       a.quick = true;
     } else {
       std::fprintf(stderr, "usage: embed_bench [--models minilm,base] [--passages N] [--max-tokens T] "
-                           "[--max-batch B] [--dtype f16|bf16] [--seed S] [--quick]\n");
+                           "[--max-batch B] [--dtype f16|bf16] [--graphs on|off|both] [--seed S] [--quick]\n");
       std::exit(k == "--help" || k == "-h" ? 0 : 2);
     }
   }
@@ -133,7 +142,9 @@ std::vector<std::vector<int32_t>> passages(int64_t n, uint64_t seed, int64_t voc
   return out;
 }
 
-nlohmann::ordered_json run_model(const Args& a, const std::string& name, const std::string& tmp) {
+// One model shape, with graphs on or off; `stages`: also the event-timed pass.
+nlohmann::ordered_json run_model(const Args& a, const std::string& name, const std::string& tmp, bool graphs,
+                                 bool stages) {
   const bert::BertConfig c = shape(name);
   const std::string dir = tmp + "/" + name;
   fs::create_directories(dir);
@@ -147,6 +158,7 @@ nlohmann::ordered_json run_model(const Args& a, const std::string& name, const s
   o.max_seq_len = 256;
   o.pooling = bert::Pooling::kMean;
   o.normalize = true;
+  o.use_graphs = graphs;
   auto gpu = bert::BertGpu::create(c, ck, o);
   const auto seqs = passages(a.passages, a.seed + 7, c.vocab_size);
   int64_t tokens = 0;
@@ -157,22 +169,30 @@ nlohmann::ordered_json run_model(const Args& a, const std::string& name, const s
   // Warm-up: cuBLASLt heuristics and module load for the shapes of the first batches.
   const std::vector<std::vector<int32_t>> warm(seqs.begin(), seqs.begin() + std::min<int64_t>(a.passages, 4096));
   gpu->encode(warm, out.data());
+  gpu->reset_stage_times();
   t0 = std::chrono::steady_clock::now();
   gpu->encode(seqs, out.data());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const bert::BertGpuStageTimes run = gpu->stage_times();
+  const size_t captured = gpu->graphs();
+  const int64_t max_tokens = gpu->max_tokens();
+  const int max_batch = gpu->max_batch();
 
-  // Second pass with events between the stages (adds a few microseconds per batch).
-  bert::BertGpuOptions timed = o;
-  timed.time_stages = true;
-  gpu.reset();
-  auto gpu_t = bert::BertGpu::create(c, ck, timed);
-  gpu_t->encode(warm, out.data());
-  gpu_t->reset_stage_times();
-  gpu_t->encode(seqs, out.data());
-  const bert::BertGpuStageTimes& st = gpu_t->stage_times();
+  // Second pass with events between the stages (eager launches; a few microseconds per batch).
+  bert::BertGpuStageTimes st;
+  if (stages) {
+    bert::BertGpuOptions timed = o;
+    timed.time_stages = true;
+    gpu.reset();
+    auto gpu_t = bert::BertGpu::create(c, ck, timed);
+    gpu_t->encode(warm, out.data());
+    gpu_t->reset_stage_times();
+    gpu_t->encode(seqs, out.data());
+    st = gpu_t->stage_times();
+  }
 
   nlohmann::ordered_json j;
-  j["framework"] = "flurry";
+  j["framework"] = graphs || a.graphs.size() == 1 ? "flurry" : "flurry-no-graphs";
   j["model"] = name;
   j["dtype"] = dtype_name(a.dtype);
   j["hidden"] = c.hidden_size;
@@ -181,14 +201,20 @@ nlohmann::ordered_json run_model(const Args& a, const std::string& name, const s
   j["passages"] = a.passages;
   j["tokens"] = tokens;
   j["mean_len"] = static_cast<double>(tokens) / static_cast<double>(std::max<int64_t>(a.passages, 1));
-  j["max_tokens"] = gpu_t->max_tokens();
-  j["max_batch"] = gpu_t->max_batch();
+  j["max_tokens"] = max_tokens;
+  j["max_batch"] = max_batch;
   j["seconds"] = secs;
   j["tokens_per_s"] = static_cast<double>(tokens) / secs;
   j["passages_per_s"] = static_cast<double>(a.passages) / secs;
-  j["batches"] = st.batches;
-  j["stage_ms"] = {{"h2d", st.h2d_ms}, {"embed", st.embed_ms}, {"attention", st.attention_ms},
-                   {"ffn", st.ffn_ms}, {"pool", st.pool_ms}, {"d2h", st.d2h_ms}};
+  j["batches"] = run.batches;
+  j["graphs"] = graphs;
+  j["graphs_captured"] = captured;
+  j["graph_batches"] = run.graph_batches;
+  j["padded_tokens"] = run.padded_tokens;  // rows the kernels ran over: tokens + bucket padding
+  if (stages) {
+    j["stage_ms"] = {{"h2d", st.h2d_ms}, {"embed", st.embed_ms}, {"attention", st.attention_ms},
+                     {"ffn", st.ffn_ms}, {"pool", st.pool_ms}, {"d2h", st.d2h_ms}};
+  }
   j["setup_s"] = setup_s;
   j["gpu"] = bench::gpu_description();
   fs::remove_all(dir);
@@ -205,12 +231,15 @@ int main(int argc, char** argv) {
     const std::string tmp = (fs::temp_directory_path() / ("flurry-embed-bench-" + std::to_string(::getpid()))).string();
     fs::create_directories(tmp);
     for (const std::string& m : a.models) {
-      const nlohmann::ordered_json j = run_model(a, m, tmp);
-      std::printf("%s\n", j.dump().c_str());
-      std::fflush(stdout);
-      std::fprintf(stderr, "%s: %.3g tokens/s, %.0f passages/s (%lld passages, mean %.1f tokens)\n", m.c_str(),
-                   j["tokens_per_s"].get<double>(), j["passages_per_s"].get<double>(),
-                   static_cast<long long>(a.passages), j["mean_len"].get<double>());
+      for (const bool graphs : a.graphs) {
+        const nlohmann::ordered_json j = run_model(a, m, tmp, graphs, /*stages=*/graphs == a.graphs.front());
+        std::printf("%s\n", j.dump().c_str());
+        std::fflush(stdout);
+        std::fprintf(stderr, "%s (graphs %s): %.3g tokens/s, %.0f passages/s (%lld passages, mean %.1f tokens)\n",
+                     m.c_str(), graphs ? "on" : "off", j["tokens_per_s"].get<double>(),
+                     j["passages_per_s"].get<double>(), static_cast<long long>(a.passages),
+                     j["mean_len"].get<double>());
+      }
     }
     fs::remove_all(tmp);
     return 0;

@@ -23,6 +23,7 @@ BATCHES=32,64,128,256,512
 BUDGET=540
 PEER_RESERVE=300
 QUICK=0
+GRAPHS=on
 RUN_PEER=1
 RES=bench/embed/out
 PY=${PYTHON:-python3}
@@ -35,11 +36,12 @@ while [ $# -gt 0 ]; do
     --peer-passages) PEER_PASSAGES=$2; shift ;;
     --batch-sizes) BATCHES=$2; shift ;;
     --budget-s) BUDGET=$2; shift ;;
+    --graphs) GRAPHS=$2; shift ;;
     --no-peer) RUN_PEER=0 ;;
     --out) RES=$2; shift ;;
     --quick) QUICK=1 ;;
     -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
-               echo "flags: --bin PATH --models L --passages N --peer-passages N --batch-sizes L --budget-s S --no-peer --out DIR --quick"
+               echo "flags: --bin PATH --models L --passages N --peer-passages N --batch-sizes L --budget-s S --graphs on|off|both --no-peer --out DIR --quick"
                exit 0 ;;
     *) echo "run_bench: unknown flag $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -66,7 +68,7 @@ COMMIT=${FLURRY_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown
 DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 say "embed bench: $GPU; commit $COMMIT; models $MODELS; budget ${BUDGET} s; results in $RES"
 
-fargs=(--models "$MODELS" --passages "$PASSAGES")
+fargs=(--models "$MODELS" --passages "$PASSAGES" --graphs "$GRAPHS")
 pargs=(--models "$MODELS" --passages "$PEER_PASSAGES" --batch-sizes "$BATCHES")
 if [ "$QUICK" = 1 ]; then fargs+=(--quick); pargs+=(--quick); fi
 rm -f "$RES/flurry.jsonl" "$RES/peer.jsonl"

@@ -1,9 +1,16 @@
 #include "models/bert/app/embed_job.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <exception>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -177,6 +184,249 @@ int64_t write_ids(const std::string& out_dir, const std::vector<dist::WorkItem>&
   return bad;
 }
 
+// One work item read and tokenised (the reader threads' part): its output rows (a text, or a window
+// of one with --chunk-tokens), the token sequences to encode and the row each fills.
+struct PreparedChunk {
+  dist::WorkItem item;
+  std::vector<TextRow> rows;
+  std::vector<std::string> errors;   // per row, "" when it gets a vector
+  std::vector<int64_t> row_tokens;   // per row, [CLS]/[SEP] included; 0 for an error
+  std::vector<std::vector<int32_t>> seqs;
+  std::vector<size_t> seq_row;       // output row of each sequence
+  bool windows = false;              // --chunk-tokens: doc ids and token spans per row
+  nlohmann::json doc_ids = nlohmann::json::array(), spans = nlohmann::json::array();
+};
+
+std::vector<TextRow> read_rows(const TextChunk& c, const TextSpec& spec, StageTimers* timers) {
+  std::vector<TextRow> rows;
+  try {
+    ScopedStage st(timers, "read");
+    rows = read_text_chunk(c, spec);
+  } catch (const InputError& e) {
+    // The file changed since it was indexed: every row of the chunk keeps its place as an error.
+    rows.assign(static_cast<size_t>(c.rows), TextRow{});
+    for (int64_t r = 0; r < c.rows; ++r) {
+      rows[static_cast<size_t>(r)].row = c.row_begin + r;
+      rows[static_cast<size_t>(r)].id = c.path + ":" + std::to_string(c.file_row_begin + r);
+      rows[static_cast<size_t>(r)].error = e.what();
+    }
+  }
+  return rows;
+}
+
+PreparedChunk prepare_chunk(const dist::WorkItem& it, const TextSpec& spec, const EmbedOptions& o, const Encoder& enc,
+                            StageTimers* timers) {
+  PreparedChunk p;
+  p.item = it;
+  std::vector<TextRow> rows = read_rows(parse_text_chunk_id(it.id), spec, timers);
+  if (o.chunk_tokens <= 0) {
+    // One row per text, truncated at max_seq_length.
+    p.errors.assign(rows.size(), "");
+    p.row_tokens.assign(rows.size(), 0);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      std::vector<int32_t> ids;
+      p.errors[i] = enc.tokenize(rows[i], /*whole=*/false, &ids);
+      if (!p.errors[i].empty()) continue;
+      p.row_tokens[i] = static_cast<int64_t>(ids.size());
+      p.seq_row.push_back(i);
+      p.seqs.push_back(std::move(ids));
+    }
+    p.rows = std::move(rows);
+    return p;
+  }
+  // Each text becomes its token windows, one output row each, keeping its document id.
+  p.windows = true;
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const TextRow& r : rows) {
+    std::vector<int32_t> all;
+    const std::string err = enc.tokenize(r, /*whole=*/true, &all);
+    if (!err.empty()) {
+      TextRow bad = r;
+      bad.error = err;
+      p.rows.push_back(bad);
+      p.doc_ids.push_back(r.id);
+      p.spans.push_back(nlohmann::json::array({0, 0}));
+      continue;
+    }
+    auto windows = token_windows(all, o.chunk_tokens, o.chunk_overlap, &ranges);
+    for (size_t k = 0; k < windows.size(); ++k) {
+      TextRow win = r;
+      win.id = r.id + "#" + std::to_string(k);
+      p.seq_row.push_back(p.rows.size());
+      p.rows.push_back(win);
+      p.doc_ids.push_back(r.id);
+      p.spans.push_back(nlohmann::json::array({ranges[k].first, ranges[k].second}));
+      p.seqs.push_back(std::move(windows[k]));
+    }
+  }
+  p.errors.assign(p.rows.size(), "");
+  p.row_tokens.assign(p.rows.size(), 0);
+  for (size_t i = 0; i < p.rows.size(); ++i) p.errors[i] = p.rows[i].error;
+  for (size_t q = 0; q < p.seqs.size(); ++q) p.row_tokens[p.seq_row[q]] = static_cast<int64_t>(p.seqs[q].size());
+  return p;
+}
+
+// The device thread's part: the sequences through the encoder, the vectors (zeros for error rows)
+// as the item's bytes, and its record.
+nlohmann::json finish_chunk(const PreparedChunk& p, Encoder& enc, bool fp16_output, std::vector<char>* data) {
+  const auto d = static_cast<size_t>(enc.dim());
+  std::vector<float> seq_vecs(p.seqs.size() * d);
+  enc.encode_ids(p.seqs, seq_vecs.data());
+  std::vector<float> vecs(p.rows.size() * d, 0.0f);
+  for (size_t q = 0; q < p.seqs.size(); ++q) {
+    std::copy_n(seq_vecs.begin() + static_cast<std::ptrdiff_t>(q * d), d,
+                vecs.begin() + static_cast<std::ptrdiff_t>(p.seq_row[q] * d));
+  }
+  int64_t tokens = 0;
+  for (int64_t t : p.row_tokens) tokens += t;
+  data->resize(vecs.size() * (fp16_output ? 2 : 4));
+  if (fp16_output) {
+    auto* h = reinterpret_cast<uint16_t*>(data->data());
+    for (size_t i = 0; i < vecs.size(); ++i) h[i] = float_to_half_bits(vecs[i]);
+  } else {
+    std::memcpy(data->data(), vecs.data(), data->size());
+  }
+  nlohmann::json ids = nlohmann::json::array(), errs = nlohmann::json::array(), toks = nlohmann::json::array();
+  int64_t n_err = 0;
+  for (size_t r = 0; r < p.rows.size(); ++r) {
+    ids.push_back(p.rows[r].id);
+    errs.push_back(p.errors[r]);
+    n_err += p.errors[r].empty() ? 0 : 1;
+    toks.push_back(p.row_tokens[r]);
+  }
+  nlohmann::json rec{{"rows", static_cast<int64_t>(p.rows.size())}, {"row_errors_count", n_err},
+                     {"tokens", tokens},  {"row_ids", ids},
+                     {"row_errors", errs}, {"row_tokens", toks}};
+  if (p.windows) {
+    rec["row_doc_ids"] = p.doc_ids;
+    rec["row_token_spans"] = p.spans;
+  }
+  return rec;
+}
+
+// The bounded hand-over from the reader threads to the device thread, the stop flag and the
+// first fault of any thread.
+class ChunkQueue {
+ public:
+  ChunkQueue(size_t capacity, int readers) : capacity_(capacity), readers_left_(readers) {}
+  // Blocks while full; false when the run stops.
+  bool push(PreparedChunk&& c) {
+    std::unique_lock<std::mutex> lock(mu_);
+    not_full_.wait(lock, [&] { return stop_ || queue_.size() < capacity_; });
+    if (stop_) return false;
+    queue_.push_back(std::move(c));
+    not_empty_.notify_one();
+    return true;
+  }
+  // Blocks while empty; false when the readers are done and the queue is drained, or on stop.
+  bool pop(PreparedChunk* c) {
+    std::unique_lock<std::mutex> lock(mu_);
+    not_empty_.wait(lock, [&] { return stop_ || !queue_.empty() || readers_left_ == 0; });
+    if (stop_ || queue_.empty()) return false;
+    *c = std::move(queue_.front());
+    queue_.pop_front();
+    not_full_.notify_one();
+    return true;
+  }
+  void reader_done() {
+    std::lock_guard<std::mutex> lock(mu_);
+    --readers_left_;
+    not_empty_.notify_all();
+  }
+  // Records the first fault (later ones are consequences) and stops every thread.
+  void fail(std::exception_ptr e, const std::string& item) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!fault_) {
+      fault_ = std::move(e);
+      fault_item_ = item;
+    }
+    stop_ = true;
+    not_full_.notify_all();
+    not_empty_.notify_all();
+  }
+  bool stopped() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stop_;
+  }
+  // After the threads are joined: rethrows the first fault, naming its item.
+  void rethrow() {
+    if (!fault_) return;
+    try {
+      std::rethrow_exception(fault_);
+    } catch (const std::exception& e) {
+      if (fault_item_.empty()) throw;
+      FLURRY_FAIL("input '" << fault_item_ << "': " << e.what());
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable not_full_, not_empty_;
+  std::deque<PreparedChunk> queue_;
+  size_t capacity_;
+  int readers_left_;
+  bool stop_ = false;
+  std::exception_ptr fault_;
+  std::string fault_item_;
+};
+
+// Reader threads prepare items ahead into a queue of 2 x readers; the calling thread finishes
+// them. An InputError is the item's own (an error record, the run goes on); any other fault, or the
+// runner's FLURRY_TEST_FATAL_AT hook, stops every thread and is rethrown here, naming the item.
+template <typename Prepare, typename Finish>
+void run_pipeline(dist::JobSession& session, int readers, const Prepare& prepare, const Finish& finish) {
+  ChunkQueue queue(static_cast<size_t>(2 * readers), readers);
+  const auto read_ahead = [&] {
+    dist::WorkItem item;
+    std::string held;  // the item being prepared, to name in a fault
+    try {
+      while (!queue.stopped() && session.next(&item)) {
+        held = item.id;
+        PreparedChunk c;
+        try {
+          c = prepare(item);
+        } catch (const InputError& e) {
+          session.fail(item, e.what());
+          continue;
+        }
+        if (!queue.push(std::move(c))) break;
+        held.clear();
+      }
+    } catch (...) {
+      queue.fail(std::current_exception(), held);
+    }
+    queue.reader_done();
+  };
+  std::vector<std::thread> threads;
+  try {
+    for (int t = 0; t < readers; ++t) threads.emplace_back(read_ahead);
+  } catch (...) {  // no thread to start: stop the ones that run
+    queue.fail(std::current_exception(), "");
+    for (std::thread& t : threads) t.join();
+    throw;
+  }
+  const char* fatal_env = std::getenv("FLURRY_TEST_FATAL_AT");
+  const int64_t fatal_at = fatal_env != nullptr && *fatal_env != '\0' ? std::atoll(fatal_env) : -1;
+  try {
+    PreparedChunk c;
+    while (queue.pop(&c)) {
+      try {
+        if (c.item.index == fatal_at) FLURRY_FAIL("injected fatal fault (FLURRY_TEST_FATAL_AT=" << fatal_at << ")");
+        finish(c);
+      } catch (const InputError& e) {
+        session.fail(c.item, e.what());
+      } catch (...) {
+        queue.fail(std::current_exception(), c.item.id);
+        break;
+      }
+    }
+  } catch (...) {
+    queue.fail(std::current_exception(), "");
+  }
+  for (std::thread& t : threads) t.join();
+  queue.rethrow();
+}
+
 }  // namespace
 
 int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOptions& o, Encoder& enc,
@@ -220,95 +470,17 @@ int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOption
     dist::assign_output_keys(out);
     return out;
   });
-  std::vector<float> vecs;
-  std::vector<std::string> errors;
-  std::vector<int64_t> row_tokens;
-  const int status = dist::run_job(app.dist, opts, items, [&](const dist::WorkItem& it, std::vector<char>* data) {
-    const TextChunk c = parse_text_chunk_id(it.id);
-    std::vector<TextRow> rows;
-    try {
-      ScopedStage st(timers, "read");
-      rows = read_text_chunk(c, spec);
-    } catch (const InputError& e) {
-      // The file changed since it was indexed: every row of the chunk keeps its place as an error.
-      rows.assign(static_cast<size_t>(c.rows), TextRow{});
-      for (int64_t r = 0; r < c.rows; ++r) {
-        rows[static_cast<size_t>(r)].row = c.row_begin + r;
-        rows[static_cast<size_t>(r)].id = c.path + ":" + std::to_string(c.file_row_begin + r);
-        rows[static_cast<size_t>(r)].error = e.what();
-      }
-    }
-    nlohmann::json doc_ids = nlohmann::json::array(), spans = nlohmann::json::array();
-    if (o.chunk_tokens > 0) {
-      // Each text becomes its token windows, one output row each, keeping its document id.
-      std::vector<TextRow> out_rows;
-      std::vector<std::vector<int32_t>> seqs;
-      std::vector<size_t> seq_row;  // output row of each sequence
-      std::vector<std::pair<int64_t, int64_t>> ranges;
-      for (const TextRow& r : rows) {
-        std::vector<int32_t> all;
-        const std::string err = enc.tokenize(r, /*whole=*/true, &all);
-        if (!err.empty()) {
-          TextRow bad = r;
-          bad.error = err;
-          out_rows.push_back(bad);
-          doc_ids.push_back(r.id);
-          spans.push_back(nlohmann::json::array({0, 0}));
-          continue;
-        }
-        auto windows = token_windows(all, o.chunk_tokens, o.chunk_overlap, &ranges);
-        for (size_t k = 0; k < windows.size(); ++k) {
-          TextRow win = r;
-          win.id = r.id + "#" + std::to_string(k);
-          seq_row.push_back(out_rows.size());
-          out_rows.push_back(win);
-          doc_ids.push_back(r.id);
-          spans.push_back(nlohmann::json::array({ranges[k].first, ranges[k].second}));
-          seqs.push_back(std::move(windows[k]));
-        }
-      }
-      std::vector<float> seq_vecs(seqs.size() * static_cast<size_t>(d));
-      enc.encode_ids(seqs, seq_vecs.data());
-      vecs.assign(out_rows.size() * static_cast<size_t>(d), 0.0f);
-      errors.assign(out_rows.size(), "");
-      row_tokens.assign(out_rows.size(), 0);
-      for (size_t i = 0; i < out_rows.size(); ++i) errors[i] = out_rows[i].error;
-      for (size_t s = 0; s < seqs.size(); ++s) {
-        std::copy(seq_vecs.begin() + static_cast<std::ptrdiff_t>(s * static_cast<size_t>(d)),
-                  seq_vecs.begin() + static_cast<std::ptrdiff_t>((s + 1) * static_cast<size_t>(d)),
-                  vecs.begin() + static_cast<std::ptrdiff_t>(seq_row[s] * static_cast<size_t>(d)));
-        row_tokens[seq_row[s]] = static_cast<int64_t>(seqs[s].size());
-      }
-      rows = std::move(out_rows);
-    } else {
-      vecs.assign(rows.size() * static_cast<size_t>(d), 0.0f);
-      enc.encode(rows, vecs.data(), &errors, &row_tokens);
-    }
-    int64_t tokens = 0;
-    for (int64_t t : row_tokens) tokens += t;
-    data->resize(vecs.size() * elt);
-    if (o.fp16_output) {
-      auto* h = reinterpret_cast<uint16_t*>(data->data());
-      for (size_t i = 0; i < vecs.size(); ++i) h[i] = float_to_half_bits(vecs[i]);
-    } else {
-      std::memcpy(data->data(), vecs.data(), data->size());
-    }
-    nlohmann::json ids = nlohmann::json::array(), errs = nlohmann::json::array(), toks = nlohmann::json::array();
-    int64_t n_err = 0;
-    for (size_t r = 0; r < rows.size(); ++r) {
-      ids.push_back(rows[r].id);
-      errs.push_back(errors[r]);
-      n_err += errors[r].empty() ? 0 : 1;
-      toks.push_back(row_tokens[r]);
-    }
-    nlohmann::json rec{{"rows", static_cast<int64_t>(rows.size())}, {"row_errors_count", n_err},
-                       {"tokens", tokens},  {"row_ids", ids},
-                       {"row_errors", errs}, {"row_tokens", toks}};
-    if (o.chunk_tokens > 0) {
-      rec["row_doc_ids"] = doc_ids;
-      rec["row_token_spans"] = spans;
-    }
-    return rec;
+  int readers = o.reader_threads;
+  if (readers <= 0) readers = std::clamp(static_cast<int>(std::thread::hardware_concurrency()) - 1, 1, 4);
+  const int status = dist::run_job_session(app.dist, opts, items, [&](dist::JobSession& session) {
+    run_pipeline(
+        session, readers, [&](const dist::WorkItem& it) { return prepare_chunk(it, spec, o, enc, timers); },
+        [&](PreparedChunk& c) {
+          std::vector<char> data;
+          const nlohmann::json rec = finish_chunk(c, enc, o.fp16_output, &data);
+          session.complete_with_data(c.item, rec, data.data(), data.size());
+        });
+    if (opts.after_last_item) opts.after_last_item();
   });
   int64_t bad_rows = 0;
   if (app.dist.is_root()) {

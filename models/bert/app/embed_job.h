@@ -38,6 +38,8 @@ struct EmbedOptions {
   // chunk_overlap tokens, one output row per window; 0: one row per text, truncated.
   int64_t chunk_tokens = 0;
   int64_t chunk_overlap = 0;
+  // Threads that read and tokenise work items ahead of the encoder; 0: min(4, cores - 1), at least 1.
+  int reader_threads = 0;
 };
 
 // Token sequences -> pooled (and, as configured, normalised) vectors; a backend implements
@@ -92,6 +94,12 @@ bool effective_normalize(const EmbedAssets& a, const EmbedOptions& o);
 // (rows in input order), ids.jsonl (one line per row: row, id, status, error, tokens) and the
 // runner's results.jsonl (one record per chunk) + manifest.json. Returns 0 when every row has a
 // vector, 1 when any row is an error (its vector is zeros and ids.jsonl says why).
+//
+// Pipelined over the runner's session: reader threads take work items (JobSession::next), read
+// and tokenise them and hand them over through a bounded queue; the calling thread (the one whose
+// CUDA device the rank selected) encodes each and completes it with its vectors, so chunk i + 1 is
+// read and tokenised while chunk i is encoded. Items may complete out of order: the runner puts
+// records and vectors back in input order, so the outputs do not depend on the thread count.
 int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOptions& o, Encoder& enc,
               const std::vector<std::string>& paths, const TextSpec& spec, StageTimers* timers);
 

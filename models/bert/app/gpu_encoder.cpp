@@ -16,6 +16,7 @@ GpuEncoder::GpuEncoder(const EmbedAssets& a, const EmbedOptions& o, const GpuEnc
   bo.pooling = a.sentence.pooling;
   bo.normalize = effective_normalize(a, o);
   bo.time_stages = g.time_stages;
+  bo.use_graphs = g.use_graphs;
   gpu_ = BertGpu::load(a.dir, bo);
   FLURRY_CHECK(gpu_->config().hidden_size == a.config.hidden_size, a.dir << ": config changed while loading");
 }

@@ -21,6 +21,7 @@ struct GpuEncoderOptions {
   int64_t max_tokens = 0;     // token budget per batch; 0: from max_gpu_memory / the free memory
   size_t max_gpu_memory = 0;  // --max-gpu-memory; 0: what the GPU has free
   bool time_stages = false;
+  bool use_graphs = true;     // replay each batch shape's forward as a CUDA graph (--no-cuda-graphs)
 };
 
 class GpuEncoder : public Encoder {

@@ -41,7 +41,7 @@ struct Flags {
   int64_t max_batch_tokens = 0;
   bert::EmbedOptions embed;
   TextSpec text;
-  bool normalize = false, no_normalize = false;
+  bool normalize = false, no_normalize = false, no_cuda_graphs = false;
   // search / eval
   std::string corpus, beir, split = "test";
   int top_k = 10;
@@ -75,6 +75,12 @@ void add_flags(CLI::App& cli, Flags& f) {
   cli.add_option("--max-batch-tokens", f.max_batch_tokens,
                  "cuda: tokens per batch; 0: as many as --max-gpu-memory (or the free memory) allows, at most 65536")
       ->check(CLI::NonNegativeNumber);
+  cli.add_option("--reader-threads", f.embed.reader_threads,
+                 "threads that read and tokenise work items ahead of the encoder; 0: min(4, cores - 1)")
+      ->check(CLI::NonNegativeNumber);
+  cli.add_flag("--no-cuda-graphs", f.no_cuda_graphs,
+               "cuda: launch every batch's kernels one by one instead of replaying the CUDA graph of its shape "
+               "(the same vectors; for profiling and comparison)");
   cli.add_option("--chunk-rows", f.embed.rows_per_chunk, "rows per work unit handed to a rank")->check(CLI::PositiveNumber);
   cli.add_option("--chunk-tokens", f.embed.chunk_tokens,
                  "split long texts into windows of this many tokens ([CLS]/[SEP] included), one row each, "
@@ -185,6 +191,7 @@ int process(app::AppContext& app, Flags& f, const std::string& argv0) {
     g.max_batch = app.common.batch_size;
     g.max_tokens = f.max_batch_tokens;
     g.max_gpu_memory = app.max_gpu_bytes;
+    g.use_graphs = !f.no_cuda_graphs;
     encoder = std::make_unique<bert::GpuEncoder>(*assets, f.embed, g, &timers);
 #endif
   } else {

@@ -1,4 +1,5 @@
-// BERT on the GPU (see bert_gpu.h): upload, buffers, the varlen forward and length-sorted batching.
+// BERT on the GPU (see bert_gpu.h): upload, buffers, the varlen forward of padded shape buckets
+// (eager or as CUDA graphs), the two staging slots and length-sorted, pipelined batching.
 #include "models/bert/gpu/bert_gpu.h"
 
 #include <algorithm>
@@ -52,13 +53,61 @@ int resolved_max_batch(int max_batch, int64_t max_tokens) {
   return static_cast<int>(std::min<int64_t>(b, 65535));  // the attention grid's z limit
 }
 
-// Stage boundaries recorded per batch when timing: 0 start, 1 after H2D, 2 after embeddings,
-// 3 + 2i after layer i's attention (+add & LN), 4 + 2i after its FFN, then pooling, then D2H.
-size_t event_count(int64_t layers) { return static_cast<size_t>(5 + 2 * layers); }
+// Stage boundaries recorded per batch when timing: 0 and 1 around the H2D (copy stream), 2 when
+// the compute stream starts the batch, 3 after the embeddings, 4 + 2i after layer i's attention
+// (+add & LN), 5 + 2i after its FFN, then after pooling, then after the D2H (copy stream).
+size_t event_count(int64_t layers) { return static_cast<size_t>(6 + 2 * layers); }
+
+// flash_attention's grid has ceil(max_len / 64) query tiles (kBlockQ, kernels/attention.cu): every
+// max_len of one 64-bucket launches the same grid.
+constexpr int kQueryTile = 64;
+constexpr int kSlots = 2;
+// Graphs kept at most (bucket x slot); past it, new buckets run eagerly. A length-sorted run meets
+// a few dozen buckets: the full batches' one and the tails of each request list.
+constexpr size_t kMaxGraphs = 128;
 
 }  // namespace
 
-BertGpu::~BertGpu() = default;
+// One staging slot (see "Staging" in bert_gpu.h).
+struct BertGpu::Slot {
+  int32_t* ids = nullptr;    // device [max_tokens]
+  int32_t* cu = nullptr;     // device [max_batch + 1]
+  float* pooled = nullptr;   // device [max_batch, d]
+  int32_t* error = nullptr;  // device word, kEmbedBad* bits
+  PinnedBuffer host_in;      // ids [max_tokens], then cu_seqlens [max_batch + 1]
+  PinnedBuffer host_out;     // vectors [max_batch, d] fp32, then the error word
+  Event h2d{false}, computed{false}, d2h{false};
+  std::vector<Event> stages;  // time_stages: event_count() boundaries
+  // The batch in flight and where its vectors go.
+  bool queued = false;
+  int batch = 0;
+  int64_t rows = 0;
+  BertBatchShape shape;
+  float* out = nullptr;
+  const size_t* out_rows = nullptr;  // row of `out` per sequence; null: sequence b -> row b
+};
+
+BertGpu::BertGpu() = default;
+
+BertGpu::~BertGpu() { abandon(); }
+
+BertBatchShape BertGpu::bucket_shape(int64_t rows, int batch, int max_len, int64_t max_tokens, int max_batch) {
+  FLURRY_CHECK(rows >= 1 && rows <= max_tokens && batch >= 1 && batch <= max_batch && max_len >= 1,
+               "bert gpu: no bucket for " << rows << " tokens in " << batch << " sequences (caps " << max_tokens
+                                          << ", " << max_batch << ")");
+  BertBatchShape s;
+  // Tokens: eight steps per power of two, at least 64: under 1/8 more rows, ~8 sizes per octave.
+  int64_t top = 1;
+  while (top * 2 <= rows) top *= 2;
+  const int64_t step = std::max<int64_t>(64, top / 8);
+  s.rows = std::min(max_tokens, (rows + step - 1) / step * step);
+  // Sequences: a power of two; the empty ones cost a few idle attention and pooling blocks.
+  int64_t b = 1;
+  while (b < batch) b *= 2;
+  s.batch = static_cast<int>(std::min<int64_t>(b, max_batch));
+  s.max_len = (max_len + kQueryTile - 1) / kQueryTile * kQueryTile;
+  return s;
+}
 
 void BertGpu::check_supported(const BertConfig& c, const BertGpuOptions& o) {
   FLURRY_CHECK(o.dtype == DType::F16 || o.dtype == DType::BF16,
@@ -86,9 +135,14 @@ size_t BertGpu::state_bytes(const BertConfig& c, DType dtype, int64_t max_tokens
   const size_t ffn = static_cast<size_t>(c.intermediate_size);
   const auto b = static_cast<size_t>(resolved_max_batch(max_batch, max_tokens));
   size_t n = 0;
-  for (size_t bytes : {t * d * elt, t * 3 * d * elt, t * d * elt, t * d * elt, t * ffn * elt, b * d * sizeof(float),
-                       t * sizeof(int32_t), (b + 1) * sizeof(int32_t), sizeof(int32_t), GemmLt::kWorkspaceBytes}) {
+  for (size_t bytes :
+       {t * d * elt, t * 3 * d * elt, t * d * elt, t * d * elt, t * ffn * elt, GemmLt::kWorkspaceBytes}) {
     n += align_up(bytes);
+  }
+  for (int k = 0; k < kSlots; ++k) {
+    for (size_t bytes : {b * d * sizeof(float), t * sizeof(int32_t), (b + 1) * sizeof(int32_t), sizeof(int32_t)}) {
+      n += align_up(bytes);
+    }
   }
   return n;
 }
@@ -153,7 +207,8 @@ std::unique_ptr<BertGpu> BertGpu::create(const BertConfig& c, const Checkpoint& 
   g->allocate();
   LOG_INFO("bert gpu: " << dtype_name(o.dtype) << " weights " << format_bytes(weights) << ", buffers "
                         << format_bytes(state) << " (" << tokens << " tokens, " << g->max_batch_
-                        << " sequences per batch, max_seq_len " << g->max_seq_len_ << ")");
+                        << " sequences per batch, max_seq_len " << g->max_seq_len_ << "), CUDA graphs "
+                        << (g->graphs_enabled_ ? "on" : "off"));
   return g;
 }
 
@@ -188,10 +243,8 @@ void BertGpu::allocate() {
   attn_ = arena_->alloc(t * d * elt, "attention output");
   proj_ = arena_->alloc(t * d * elt, "projection output");
   ffn_ = arena_->alloc(t * static_cast<size_t>(config_.intermediate_size) * elt, "FFN hidden");
-  pooled_ = static_cast<float*>(arena_->alloc(b * d * sizeof(float), "pooled vectors"));
-  ids_ = static_cast<int32_t*>(arena_->alloc(t * sizeof(int32_t), "token ids"));
-  cu_ = static_cast<int32_t*>(arena_->alloc((b + 1) * sizeof(int32_t), "cu_seqlens"));
-  error_ = static_cast<int32_t*>(arena_->alloc(sizeof(int32_t), "error word"));
+  // Attention leaves a padding row (no sequence) as it was: zeros from the start keep it finite.
+  CUDA_CHECK(cudaMemsetAsync(attn_, 0, t * d * elt, *stream_));
   ctx_.lt = lt_.get();
   ctx_.stream = *stream_;
   ctx_.gemm_ws = arena_->alloc(GemmLt::kWorkspaceBytes, "cuBLASLt workspace");
@@ -199,36 +252,116 @@ void BertGpu::allocate() {
   ctx_.dtype = opts_.dtype;
   ctx_.d = config_.hidden_size;
   ctx_.eps = config_.layer_norm_eps;
-  host_ints_ = PinnedBuffer((t + b + 1) * sizeof(int32_t));
-  host_pooled_ = PinnedBuffer(b * d * sizeof(float));
-  if (opts_.time_stages) {
-    for (size_t i = 0; i < event_count(config_.num_hidden_layers); ++i) events_.emplace_back(true);
+  h2d_stream_ = std::make_unique<Stream>();
+  d2h_stream_ = std::make_unique<Stream>();
+  slots_.resize(kSlots);
+  for (Slot& sl : slots_) {
+    sl.pooled = static_cast<float*>(arena_->alloc(b * d * sizeof(float), "pooled vectors"));
+    sl.ids = static_cast<int32_t*>(arena_->alloc(t * sizeof(int32_t), "token ids"));
+    sl.cu = static_cast<int32_t*>(arena_->alloc((b + 1) * sizeof(int32_t), "cu_seqlens"));
+    sl.error = static_cast<int32_t*>(arena_->alloc(sizeof(int32_t), "error word"));
+    sl.host_in = PinnedBuffer((t + b + 1) * sizeof(int32_t));
+    sl.host_out = PinnedBuffer(b * d * sizeof(float) + sizeof(int32_t));
+    if (opts_.time_stages) {
+      for (size_t i = 0; i < event_count(config_.num_hidden_layers); ++i) sl.stages.emplace_back(true);
+    }
+    CUDA_CHECK(cudaMemsetAsync(sl.error, 0, sizeof(int32_t), *stream_));
   }
-  CUDA_CHECK(cudaMemsetAsync(error_, 0, sizeof(int32_t), *stream_));
+  // Per-launch events or synchronisation cannot sit inside a graph.
+  graphs_enabled_ = opts_.use_graphs && !opts_.time_stages && !sync_launches();
   stream_->synchronize();
 }
 
-void BertGpu::run_layers(int64_t rows, int batch, int max_len) {
-  models::GpuAttentionShape shape;
-  shape.heads = static_cast<int>(config_.num_attention_heads);
-  shape.head_dim = static_cast<int>(config_.head_dim());
-  shape.batch = batch;
-  shape.max_len = max_len;
-  shape.cu_seqlens = cu_;
-  shape.scale = 1.0f;  // head_dim^-0.5 folded into the query weights at load time
-  size_t ev = 3;
+void BertGpu::run_layers(Slot& sl, const BertBatchShape& shape) {
+  models::GpuAttentionShape a;
+  a.heads = static_cast<int>(config_.num_attention_heads);
+  a.head_dim = static_cast<int>(config_.head_dim());
+  a.batch = shape.batch;
+  a.max_len = shape.max_len;
+  a.cu_seqlens = sl.cu;
+  a.scale = 1.0f;  // head_dim^-0.5 folded into the query weights at load time
+  const int64_t rows = shape.rows;
+  size_t ev = 4;
   for (const BertGpuLayer& l : layers_) {
-    models::gpu_self_attention(ctx_, l.qkv, l.attn_out, shape, h_, qkv_, attn_, proj_, rows);
+    models::gpu_self_attention(ctx_, l.qkv, l.attn_out, a, h_, qkv_, attn_, proj_, rows);
     models::gpu_add_layernorm(ctx_, h_, proj_, l.attn_ln, h_, rows);
-    if (opts_.time_stages) events_[ev++].record(*stream_);
+    if (opts_.time_stages) sl.stages[ev++].record(*stream_);
     models::gpu_ffn(ctx_, l.ffn_in, l.ffn_out, h_, ffn_, proj_, rows);
     models::gpu_add_layernorm(ctx_, h_, proj_, l.ffn_ln, h_, rows);
-    if (opts_.time_stages) events_[ev++].record(*stream_);
+    if (opts_.time_stages) sl.stages[ev++].record(*stream_);
   }
 }
 
-void BertGpu::forward_batch(const int32_t* ids, const int32_t* cu_seqlens, int batch, float* out) {
-  if (batch == 0) return;
+void BertGpu::enqueue_forward(int k, const BertBatchShape& shape) {
+  Slot& sl = slots_[static_cast<size_t>(k)];
+  cudaStream_t s = *stream_;
+  EmbedLayerNormArgs e;
+  e.ids = sl.ids;
+  e.cu_seqlens = sl.cu;
+  e.word = word_;
+  e.pos = position_;
+  e.type_row = token_type_;  // row 0: token type 0
+  e.gamma = emb_ln_.gamma;
+  e.beta = emb_ln_.beta;
+  e.out = h_;
+  e.error = sl.error;
+  e.type = opts_.dtype;
+  e.batch = shape.batch;
+  e.rows = shape.rows;
+  e.vocab = config_.vocab_size;
+  e.n_pos = config_.max_position_embeddings;
+  e.d = config_.hidden_size;
+  e.eps = config_.layer_norm_eps;
+  embed_layernorm(e, s);
+  if (opts_.time_stages) sl.stages[3].record(s);
+
+  run_layers(sl, shape);
+
+  SegmentPoolArgs p;
+  p.x = h_;
+  p.cu_seqlens = sl.cu;
+  p.out = sl.pooled;
+  p.type = opts_.dtype;
+  p.batch = shape.batch;
+  p.d = config_.hidden_size;
+  p.mode = segment_pool_mode(opts_.pooling);
+  p.l2_normalize = opts_.normalize;
+  segment_pool(p, s);
+}
+
+void BertGpu::launch_forward(int k, const BertBatchShape& shape) {
+  if (!graphs_enabled_) {
+    enqueue_forward(k, shape);
+    return;
+  }
+  const auto key = std::make_pair(shape, k);
+  const auto it = graphs_.find(key);
+  if (it != graphs_.end()) {
+    it->second.launch(*stream_);
+    ++times_.graph_batches;
+    return;
+  }
+  // A bucket's first batch runs eagerly: cuBLASLt builds its plans (descriptors, heuristic) and
+  // the kernels their attributes outside any capture. Its next batch in each slot is captured.
+  if (ran_eagerly_.insert(shape).second || graphs_.size() >= kMaxGraphs) {
+    enqueue_forward(k, shape);
+    return;
+  }
+  const size_t plans = lt_->cached_plans();
+  CudaGraph g;
+  g.capture(*stream_, [&] { enqueue_forward(k, shape); });
+  FLURRY_CHECK(lt_->cached_plans() == plans, "bert gpu: cuBLASLt built a plan while capturing the graph of "
+                                                 << shape.rows << " tokens x " << shape.batch << " sequences (max "
+                                                 << shape.max_len << "): plans must exist before capture");
+  g.launch(*stream_);
+  graphs_.emplace(key, std::move(g));
+  ++times_.graph_batches;
+}
+
+void BertGpu::enqueue_batch(int k, const int32_t* ids, const int32_t* cu_seqlens, int batch, float* out,
+                            const size_t* out_rows) {
+  Slot& sl = slots_[static_cast<size_t>(k)];
+  FLURRY_CHECK(!sl.queued, "bert gpu: staging slot " << k << " still holds a batch");
   FLURRY_CHECK(batch > 0 && batch <= max_batch_, "bert gpu: " << batch << " sequences, at most " << max_batch_);
   FLURRY_CHECK(cu_seqlens[0] == 0, "bert gpu: cu_seqlens must start at 0");
   int max_len = 0;
@@ -240,121 +373,148 @@ void BertGpu::forward_batch(const int32_t* ids, const int32_t* cu_seqlens, int b
   }
   const int64_t rows = cu_seqlens[batch];
   FLURRY_CHECK(rows <= max_tokens_, "bert gpu: " << rows << " tokens in one batch, the budget is " << max_tokens_);
-  const int64_t d = config_.hidden_size;
-  cudaStream_t s = *stream_;
+  const BertBatchShape shape = bucket_shape(rows, batch, max_len, max_tokens_, max_batch_);
+  const auto d = static_cast<size_t>(config_.hidden_size);
+  const size_t n_ev = sl.stages.size();
 
-  // Host -> device: ids and cu_seqlens through pinned staging, one copy.
-  auto* hi = host_ints_.as<int32_t>();
+  // Host -> device on the copy stream: the ids, and cu_seqlens padded with empty sequences to the
+  // bucket's count (their start is the end of the real rows; the padding rows belong to none).
+  auto* hi = sl.host_in.as<int32_t>();
+  int32_t* hc = hi + max_tokens_;
   std::memcpy(hi, ids, static_cast<size_t>(rows) * sizeof(int32_t));
-  std::memcpy(hi + rows, cu_seqlens, static_cast<size_t>(batch + 1) * sizeof(int32_t));
-  if (opts_.time_stages) events_[0].record(s);
-  CUDA_CHECK(cudaMemcpyAsync(ids_, hi, static_cast<size_t>(rows) * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-  CUDA_CHECK(cudaMemcpyAsync(cu_, hi + rows, static_cast<size_t>(batch + 1) * sizeof(int32_t), cudaMemcpyHostToDevice,
-                             s));
-  if (opts_.time_stages) events_[1].record(s);
+  std::memcpy(hc, cu_seqlens, static_cast<size_t>(batch + 1) * sizeof(int32_t));
+  std::fill(hc + batch + 1, hc + shape.batch + 1, cu_seqlens[batch]);
+  cudaStream_t c = *h2d_stream_;
+  if (opts_.time_stages) sl.stages[0].record(c);
+  CUDA_CHECK(cudaMemcpyAsync(sl.ids, hi, static_cast<size_t>(rows) * sizeof(int32_t), cudaMemcpyHostToDevice, c));
+  CUDA_CHECK(cudaMemcpyAsync(sl.cu, hc, static_cast<size_t>(shape.batch + 1) * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, c));
+  if (opts_.time_stages) sl.stages[1].record(c);
+  sl.h2d.record(c);
 
-  EmbedLayerNormArgs e;
-  e.ids = ids_;
-  e.cu_seqlens = cu_;
-  e.word = word_;
-  e.pos = position_;
-  e.type_row = token_type_;  // row 0: token type 0
-  e.gamma = emb_ln_.gamma;
-  e.beta = emb_ln_.beta;
-  e.out = h_;
-  e.error = error_;
-  e.type = opts_.dtype;
-  e.batch = batch;
-  e.rows = rows;
-  e.vocab = config_.vocab_size;
-  e.n_pos = config_.max_position_embeddings;
-  e.d = d;
-  e.eps = config_.layer_norm_eps;
-  embed_layernorm(e, s);
-  if (opts_.time_stages) events_[2].record(s);
+  // The forward on the compute stream, once its inputs are there.
+  stream_->wait(sl.h2d);
+  if (opts_.time_stages) sl.stages[2].record(*stream_);
+  launch_forward(k, shape);
+  if (opts_.time_stages) sl.stages[n_ev - 2].record(*stream_);
+  sl.computed.record(*stream_);
 
-  run_layers(rows, batch, max_len);
+  // Device -> host on the other copy stream: the real sequences' vectors and the error word.
+  cudaStream_t o = *d2h_stream_;
+  d2h_stream_->wait(sl.computed);
+  auto* ho = sl.host_out.as<float>();
+  CUDA_CHECK(cudaMemcpyAsync(ho, sl.pooled, static_cast<size_t>(batch) * d * sizeof(float), cudaMemcpyDeviceToHost, o));
+  CUDA_CHECK(cudaMemcpyAsync(ho + static_cast<size_t>(max_batch_) * d, sl.error, sizeof(int32_t),
+                             cudaMemcpyDeviceToHost, o));
+  if (opts_.time_stages) sl.stages[n_ev - 1].record(o);
+  sl.d2h.record(o);
+  sl.queued = true;
+  sl.batch = batch;
+  sl.rows = rows;
+  sl.shape = shape;
+  sl.out = out;
+  sl.out_rows = out_rows;
+}
 
-  SegmentPoolArgs p;
-  p.x = h_;
-  p.cu_seqlens = cu_;
-  p.out = pooled_;
-  p.type = opts_.dtype;
-  p.batch = batch;
-  p.d = d;
-  p.mode = segment_pool_mode(opts_.pooling);
-  p.l2_normalize = opts_.normalize;
-  segment_pool(p, s);
-  const size_t n_ev = events_.size();
-  if (opts_.time_stages) events_[n_ev - 2].record(s);
-  const size_t out_bytes = static_cast<size_t>(batch) * static_cast<size_t>(d) * sizeof(float);
-  CUDA_CHECK(cudaMemcpyAsync(host_pooled_.data(), pooled_, out_bytes, cudaMemcpyDeviceToHost, s));
+void BertGpu::retire(int k) {
+  Slot& sl = slots_[static_cast<size_t>(k)];
+  if (!sl.queued) return;
+  sl.d2h.synchronize();
+  sl.queued = false;
+  const auto d = static_cast<size_t>(config_.hidden_size);
+  const auto* ho = sl.host_out.as<float>();
   int32_t err = 0;
-  CUDA_CHECK(cudaMemcpyAsync(hi, error_, sizeof(int32_t), cudaMemcpyDeviceToHost, s));
-  if (opts_.time_stages) events_[n_ev - 1].record(s);
-  stream_->synchronize();
-  std::memcpy(&err, hi, sizeof(int32_t));
+  std::memcpy(&err, ho + static_cast<size_t>(max_batch_) * d, sizeof(int32_t));
   if (err != 0) {  // clear the word so a caller that handles the error can go on
-    CUDA_CHECK(cudaMemsetAsync(error_, 0, sizeof(int32_t), s));
-    stream_->synchronize();
+    CUDA_CHECK(cudaMemsetAsync(sl.error, 0, sizeof(int32_t), *stream_));
+    FLURRY_FAIL("bert gpu: a token id outside the vocabulary of " << config_.vocab_size << " or a position past "
+                                                                  << config_.max_position_embeddings);
   }
-  FLURRY_CHECK(err == 0, "bert gpu: a token id outside the vocabulary of " << config_.vocab_size
-                                                                           << " or a position past "
-                                                                           << config_.max_position_embeddings);
-  std::memcpy(out, host_pooled_.data(), out_bytes);
-
+  for (int b = 0; b < sl.batch; ++b) {
+    const size_t row = sl.out_rows != nullptr ? sl.out_rows[b] : static_cast<size_t>(b);
+    std::memcpy(sl.out + row * d, ho + static_cast<size_t>(b) * d, d * sizeof(float));
+  }
   times_.batches += 1;
-  times_.sequences += batch;
-  times_.tokens += rows;
+  times_.sequences += sl.batch;
+  times_.tokens += sl.rows;
+  times_.padded_tokens += sl.shape.rows;
   if (opts_.time_stages) {
-    auto ms = [&](size_t a, size_t b) { return static_cast<double>(events_[b].elapsed_ms_since(events_[a])); };
+    auto ms = [&](size_t a, size_t b) { return static_cast<double>(sl.stages[b].elapsed_ms_since(sl.stages[a])); };
+    const size_t n_ev = sl.stages.size();
     times_.h2d_ms += ms(0, 1);
-    times_.embed_ms += ms(1, 2);
+    times_.embed_ms += ms(2, 3);
     for (size_t i = 0; i < layers_.size(); ++i) {
-      times_.attention_ms += ms(2 + 2 * i, 3 + 2 * i);
-      times_.ffn_ms += ms(3 + 2 * i, 4 + 2 * i);
+      times_.attention_ms += ms(3 + 2 * i, 4 + 2 * i);
+      times_.ffn_ms += ms(4 + 2 * i, 5 + 2 * i);
     }
     times_.pool_ms += ms(n_ev - 3, n_ev - 2);
     times_.d2h_ms += ms(n_ev - 2, n_ev - 1);
   }
 }
 
+void BertGpu::abandon() noexcept {
+  for (const Stream* s : {stream_.get(), h2d_stream_.get(), d2h_stream_.get()}) {
+    if (s != nullptr) (void)cudaStreamSynchronize(*s);
+  }
+  for (Slot& sl : slots_) sl.queued = false;
+}
+
+void BertGpu::forward_batch(const int32_t* ids, const int32_t* cu_seqlens, int batch, float* out) {
+  if (batch == 0) return;
+  try {
+    for (int e = 0; e < kSlots; ++e) retire((next_slot_ + e) % kSlots);
+    const int k = next_slot_;
+    enqueue_batch(k, ids, cu_seqlens, batch, out, nullptr);
+    next_slot_ = (k + 1) % kSlots;
+    retire(k);
+  } catch (...) {
+    abandon();
+    throw;
+  }
+}
+
 void BertGpu::encode(const std::vector<std::vector<int32_t>>& seqs, float* out) {
   const size_t n = seqs.size();
   if (n == 0) return;
-  const auto d = static_cast<size_t>(config_.hidden_size);
+  for (const std::vector<int32_t>& s : seqs) {  // refused before anything is queued
+    FLURRY_CHECK(!s.empty() && static_cast<int64_t>(s.size()) <= max_seq_len_,
+                 "bert gpu: a sequence of " << s.size() << " tokens, outside [1, " << max_seq_len_ << "]");
+  }
   // Longest first: batches of similar lengths (little wasted attention work) and the largest
   // batch, which would fail the budget if anything does, goes first.
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return seqs[a].size() > seqs[b].size(); });
   std::vector<int32_t> ids, cu;
-  std::vector<float> pooled;
   ids.reserve(static_cast<size_t>(max_tokens_));
   cu.reserve(static_cast<size_t>(max_batch_) + 1);
-  pooled.resize(static_cast<size_t>(max_batch_) * d);
-  size_t i = 0;
-  while (i < n) {
-    ids.clear();
-    cu.assign(1, 0);
-    const size_t first = i;
-    while (i < n && static_cast<int>(cu.size()) - 1 < max_batch_ &&
-           static_cast<int64_t>(ids.size() + seqs[order[i]].size()) <= max_tokens_) {
-      const std::vector<int32_t>& s = seqs[order[i]];
-      FLURRY_CHECK(!s.empty() && static_cast<int64_t>(s.size()) <= max_seq_len_,
-                   "bert gpu: a sequence of " << s.size() << " tokens, outside [1, " << max_seq_len_ << "]");
-      ids.insert(ids.end(), s.begin(), s.end());
-      cu.push_back(static_cast<int32_t>(ids.size()));
-      ++i;
+  try {
+    size_t i = 0;
+    while (i < n) {
+      ids.clear();
+      cu.assign(1, 0);
+      const size_t first = i;
+      while (i < n && static_cast<int>(cu.size()) - 1 < max_batch_ &&
+             static_cast<int64_t>(ids.size() + seqs[order[i]].size()) <= max_tokens_) {
+        const std::vector<int32_t>& s = seqs[order[i]];
+        ids.insert(ids.end(), s.begin(), s.end());
+        cu.push_back(static_cast<int32_t>(ids.size()));
+        ++i;
+      }
+      FLURRY_CHECK(i > first, "bert gpu: a sequence of " << seqs[order[i]].size()
+                                                          << " tokens does not fit the budget of " << max_tokens_
+                                                          << " tokens");
+      // The slot's previous batch comes out first; then this one is staged while the other slot's
+      // batch still runs.
+      const int k = next_slot_;
+      retire(k);
+      enqueue_batch(k, ids.data(), cu.data(), static_cast<int>(i - first), out, order.data() + first);
+      next_slot_ = (k + 1) % kSlots;
     }
-    FLURRY_CHECK(i > first, "bert gpu: a sequence of " << seqs[order[i]].size() << " tokens does not fit the budget of "
-                                                       << max_tokens_ << " tokens");
-    const int batch = static_cast<int>(i - first);
-    forward_batch(ids.data(), cu.data(), batch, pooled.data());
-    for (int b = 0; b < batch; ++b) {
-      std::memcpy(out + order[first + static_cast<size_t>(b)] * d, pooled.data() + static_cast<size_t>(b) * d,
-                  d * sizeof(float));
-    }
+    for (int e = 0; e < kSlots; ++e) retire((next_slot_ + e) % kSlots);  // oldest first
+  } catch (...) {
+    abandon();
+    throw;
   }
 }
 

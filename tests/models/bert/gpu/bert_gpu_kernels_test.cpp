@@ -3,7 +3,8 @@
 //   pooling, with and without normalisation, f16/bf16/f32 inputs, widths 384, 768 and an odd 37,
 //   sequences of 1, 2, 7, 33 and the longest (512) tokens, and an empty batch;
 //   embed_layernorm (kernels/embed_layernorm.cuh) against the embedding sums of bert_forward and
-//   layernorm_cpu, positions restarting per sequence, bad ids flagged and clamped.
+//   layernorm_cpu, positions restarting per sequence, bad ids flagged and clamped, padding rows
+//   past the last sequence written as zeros and never flagged.
 // Inputs are rounded to the kernel's dtype before the fp32/fp64 reference; outputs are poisoned.
 #include <gtest/gtest.h>
 
@@ -146,7 +147,8 @@ struct EmbedCase {
   std::vector<int> lens;
 };
 
-void check_embed(DType t, const EmbedCase& c, std::mt19937_64& rng) {
+// `pad`: rows past cu_seqlens[batch] (a CUDA graph's fixed row count), with invalid ids.
+void check_embed(DType t, const EmbedCase& c, std::mt19937_64& rng, int64_t pad = 0) {
   const std::string name = std::string("embed_ln_") + dtype_name(t) + "_d" + std::to_string(c.d);
   SCOPED_TRACE(name);
   const int64_t d = c.d;
@@ -161,17 +163,20 @@ void check_embed(DType t, const EmbedCase& c, std::mt19937_64& rng) {
   std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(c.vocab - 1));
   for (auto& id : ids) id = pick(rng);
   const std::vector<float> want = embed_ln_ref(word, pos, type, gamma, beta, ids, c.lens, d, 1e-12f);
+  std::vector<int32_t> dev_ids = ids;
+  dev_ids.resize(ids.size() + static_cast<size_t>(pad), -7);  // read, they would be flagged
+  const size_t all_rows = dev_ids.size();
 
   const size_t es = dtype_size(t);
   DeviceBuffer dword(word.size() * es), dpos(pos.size() * es), dtype_(type.size() * es), dgamma(gamma.size() * es),
-      dbeta(beta.size() * es), dids(std::max<size_t>(ids.size(), 1) * 4), dcu(cu.size() * 4),
-      dout(std::max<size_t>(ids.size(), 1) * static_cast<size_t>(d) * es), derr(4);
+      dbeta(beta.size() * es), dids(std::max<size_t>(all_rows, 1) * 4), dcu(cu.size() * 4),
+      dout(std::max<size_t>(all_rows, 1) * static_cast<size_t>(d) * es), derr(4);
   test::upload(dword.get(), word, t);
   test::upload(dpos.get(), pos, t);
   test::upload(dtype_.get(), type, t);
   test::upload(dgamma.get(), gamma, t);
   test::upload(dbeta.get(), beta, t);
-  CUDA_CHECK(cudaMemcpy(dids.get(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dids.get(), dev_ids.data(), all_rows * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dcu.get(), cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemset(derr.get(), 0, 4));
   dout.poison();
@@ -187,7 +192,7 @@ void check_embed(DType t, const EmbedCase& c, std::mt19937_64& rng) {
   a.error = static_cast<int32_t*>(derr.get());
   a.type = t;
   a.batch = static_cast<int>(c.lens.size());
-  a.rows = cu.back();
+  a.rows = static_cast<int64_t>(all_rows);
   a.vocab = c.vocab;
   a.n_pos = c.n_pos;
   a.d = d;
@@ -198,7 +203,11 @@ void check_embed(DType t, const EmbedCase& c, std::mt19937_64& rng) {
   CUDA_CHECK(cudaMemcpy(&err, derr.get(), 4, cudaMemcpyDeviceToHost));
   EXPECT_EQ(err, 0);
   if (ids.empty()) return;
-  const std::vector<float> got = test::download(dout.get(), ids.size() * static_cast<size_t>(d), t);
+  std::vector<float> got = test::download(dout.get(), all_rows * static_cast<size_t>(d), t);
+  for (size_t i = ids.size() * static_cast<size_t>(d); i < got.size(); ++i) {
+    ASSERT_EQ(got[i], 0.0f) << "padding row " << i / static_cast<size_t>(d) << " col " << i % static_cast<size_t>(d);
+  }
+  got.resize(ids.size() * static_cast<size_t>(d));
   EXPECT_TRUE(test::close_in_norm(name, got, want, test::rel_norm_bound(t)));
 
   // A bad id is clamped (finite output) and flagged.
@@ -217,6 +226,17 @@ TEST(EmbedLayerNormGpu, MatchesCpuEmbeddingsAndLayerNorm) {
     check_embed(t, {1000, 512, 384, {1, 7, 33, 256, 2, 1}}, rng);
     check_embed(t, {3000, 512, 768, {512, 1, 65}}, rng);
     check_embed(t, {50, 40, 37, {3, 40, 1}}, rng);  // odd width
+  }
+}
+
+// A CUDA graph runs a fixed row count: rows past cu_seqlens[batch] become zeros, their (invalid)
+// ids unread and unflagged, the real rows unchanged.
+TEST(EmbedLayerNormGpu, PaddingRowsPastTheLastSequenceAreZeros) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("EmbedLayerNormGpu.padding");
+  for (DType t : {DType::F16, DType::BF16}) {
+    check_embed(t, {1000, 512, 384, {1, 7, 33}}, rng, 23);
+    check_embed(t, {1000, 40, 384, {40, 3}}, rng, 700);  // more padding rows than positions
   }
 }
 

@@ -6,13 +6,17 @@
 //   random checkpoints written from bert_weight_table: a bert-base shape (12 heads x 64, 768 wide,
 //     2 layers) and a MiniLM shape (12 x 32), every pooling with and without normalisation, odd
 //     lengths, one-token sequences, the longest allowed (512), small token budgets that force many
-//     batches, and an empty request list; bad sequences refused.
+//     batches, and an empty request list; bad sequences refused;
+//   CUDA graphs: the shape buckets (run everywhere), and graphs on and off giving the same vectors
+//     bit for bit on a MiniLM-shaped checkpoint over request lists that replay each bucket.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,6 +27,7 @@
 #include "models/bert/model.h"
 #include "models/common/weight_table.h"
 #include "runtime/check.h"
+#include "runtime/cuda/cuda_check.h"
 #include "tests/common/test_util.h"
 
 namespace fs = std::filesystem;
@@ -128,6 +133,36 @@ TEST(BertGpuSizing, RefusesWhatTheKernelsCannotRun) {
   o.dtype = DType::F16;
   o.max_seq_len = 513;
   EXPECT_THROW(BertGpu::check_supported(c, o), Error);
+}
+
+// Every batch runs as its bucket: never smaller, never above the caps, under 1/8 (or 64 tokens)
+// more rows, a power-of-two sequence count, the attention tile's length; few distinct buckets.
+TEST(BertGpuSizing, ShapeBucketsCoverEveryBatchWithLittlePadding) {
+  for (const int64_t max_tokens : {int64_t{600}, int64_t{4096}, kDefaultMaxTokens}) {
+    std::set<int64_t> sizes;
+    for (int64_t rows = 1; rows <= max_tokens; ++rows) {
+      const BertBatchShape s = BertGpu::bucket_shape(rows, 1, 1, max_tokens, 1024);
+      ASSERT_GE(s.rows, rows);
+      ASSERT_LE(s.rows, max_tokens);
+      ASSERT_LT(s.rows - rows, std::max<int64_t>(64, rows / 8)) << rows << " tokens";
+      sizes.insert(s.rows);
+    }
+    EXPECT_LE(sizes.size(), 72u) << "token buckets under a budget of " << max_tokens;
+  }
+  for (int batch = 1; batch <= 1000; ++batch) {
+    const BertBatchShape s = BertGpu::bucket_shape(batch, batch, 1, 4096, 1000);
+    ASSERT_GE(s.batch, batch);
+    ASSERT_LE(s.batch, 1000);
+    ASSERT_TRUE(s.batch == 1000 || (s.batch & (s.batch - 1)) == 0) << s.batch;
+  }
+  for (int len = 1; len <= 512; ++len) {
+    const BertBatchShape s = BertGpu::bucket_shape(len, 1, len, 4096, 8);
+    ASSERT_EQ(s.max_len % 64, 0);
+    ASSERT_GE(s.max_len, len);
+    ASSERT_LT(s.max_len, len + 64);
+  }
+  EXPECT_THROW(BertGpu::bucket_shape(4097, 1, 1, 4096, 8), Error);
+  EXPECT_THROW(BertGpu::bucket_shape(10, 9, 1, 4096, 8), Error);
 }
 
 // ---- random checkpoints ----
@@ -240,6 +275,57 @@ TEST(BertGpuRandom, BatchingDoesNotChangeResults) {
   // The model still works after a refused request.
   one_batch->encode({seqs[0]}, a.data());
   EXPECT_GE(cosine(a.data(), b.data(), d), 0.99999);
+}
+
+// A bucket's second batch is captured as a CUDA graph and later ones replay it (in either staging
+// slot); graphs off runs the same padded launches eagerly: the same vectors bit for bit, pass after
+// pass, on a MiniLM-shaped checkpoint (head dim 32, 6 layers); and both match the CPU reference.
+TEST(BertGpuRandom, GraphsOnAndOffGiveIdenticalVectors) {
+  FLURRY_REQUIRE_GPU();
+  if (sync_launches()) GTEST_SKIP() << "FLURRY_SYNC_LAUNCHES runs every batch eagerly";
+  auto rng = test::test_rng("BertGpuRandom.graphs");
+  const RandomModel m = make_random(minilm_shape(6), "bert-gpu-graphs", 14);
+  const int64_t d = m.config.hidden_size;
+  std::vector<int> lens = {256, 1, 2, 63, 64, 65, 255};
+  std::uniform_int_distribution<int> pick_len(1, 256);
+  while (lens.size() < 120) lens.push_back(pick_len(rng));
+  const auto seqs = random_seqs(lens, m.config.vocab_size, rng);
+  BertGpuOptions o;
+  o.max_tokens = 2048;  // ~8 batches per pass, several buckets
+  o.max_seq_len = 256;
+  o.normalize = true;
+  BertGpuOptions eager = o;
+  eager.use_graphs = false;
+  auto with = BertGpu::create(m.config, Checkpoint::open(m.dir), o);
+  auto without = BertGpu::create(m.config, Checkpoint::open(m.dir), eager);
+  ASSERT_TRUE(with->graphs_enabled());
+  ASSERT_FALSE(without->graphs_enabled());
+  std::vector<float> ref(seqs.size() * static_cast<size_t>(d), std::nanf(""));
+  without->encode(seqs, ref.data());
+  for (int pass = 0; pass < 3; ++pass) {
+    std::vector<float> got(ref.size(), std::nanf(""));
+    with->encode(seqs, got.data());
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - ref[i]));
+    EXPECT_EQ(std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)), 0)
+        << "pass " << pass << ": graphs changed the vectors (largest difference " << worst << ")";
+  }
+  // One sequence at a time: the smallest buckets, replayed from the second call on.
+  for (size_t i : {size_t{0}, size_t{1}, size_t{1}, size_t{1}, size_t{0}, size_t{0}}) {
+    std::vector<float> one(static_cast<size_t>(d)), one_eager(static_cast<size_t>(d));
+    with->encode({seqs[i]}, one.data());
+    without->encode({seqs[i]}, one_eager.data());
+    EXPECT_EQ(std::memcmp(one.data(), one_eager.data(), one.size() * sizeof(float)), 0) << "sequence " << i;
+  }
+  EXPECT_GT(with->graphs(), size_t{0});
+  EXPECT_GT(with->stage_times().graph_batches, 0);
+  EXPECT_EQ(without->graphs(), size_t{0});
+  EXPECT_EQ(without->stage_times().graph_batches, 0);
+  EXPECT_GE(with->stage_times().padded_tokens, with->stage_times().tokens);
+  std::printf("graphs: %zu captured, %lld of %lld batches replayed\n", with->graphs(),
+              static_cast<long long>(with->stage_times().graph_batches),
+              static_cast<long long>(with->stage_times().batches));
+  expect_close_rows("minilm_graphs_vs_cpu", ref, cpu_encode(*m.cpu, seqs, Pooling::kMean, true), d, 0.999);
 }
 
 // ---- the real all-MiniLM-L6-v2 ----
