@@ -72,6 +72,9 @@ const char* kUsage =
     "  --pipeline               run flurry-whisper's own pipeline (models/whisper/app/batch_pipeline.h:\n"
     "                           reader threads, per-file decoding semantics, batched in-flight decoder)\n"
     "                           greedy, English, no timestamps; needs --weights (with tokenizer files)\n"
+    "  --host-mel               --pipeline: log-mel on the driver threads (host), not on the device\n"
+    "  --host-select            --pipeline: logits rows to the host for the token choice, not\n"
+    "                           chosen on the device (the A/B of each device-side step)\n"
     "  --batch-size N           decoder slots (in-flight batching); default: from free memory\n"
     "  --encoder-batch N        windows per encoder batch (default 8)\n"
     "  --max-clips N            only the first N clips of the manifest\n"
@@ -90,6 +93,7 @@ struct Args {
   std::string workload, random_shape, weights_dir;
   uint64_t seed = 0;
   bool forced = false, ceilings = true, static_batches = false, by_duration = true, pipeline = false;
+  bool host_mel = false, host_select = false;
   int batch_size = 0, encoder_batch = 8, max_clips = 0, readers = 0, warmup_clips = -1;
 };
 
@@ -129,6 +133,10 @@ Args parse_args(int argc, char** argv) {
       a.forced = true;
     } else if (f == "--pipeline") {
       a.pipeline = true;
+    } else if (f == "--host-mel") {
+      a.host_mel = true;
+    } else if (f == "--host-select") {
+      a.host_select = true;
     } else if (f == "--batch-size") {
       a.batch_size = static_cast<int>(number());
     } else if (f == "--encoder-batch") {
@@ -643,16 +651,17 @@ int pipeline_main(const Args& a, std::vector<Clip>& clips, const Ceilings& ceil,
   const int enc_batch = std::min(a.encoder_batch, slots);
   opts.plan = pipeline_plan(slots, slots, enc_batch);
   std::unique_ptr<WhisperGpu> gpu = WhisperGpu::create(cfg, Checkpoint::open(a.weights_dir), opts);
-  GpuSlotBackend backend(*gpu, slots);
+  GpuSlotBackend backend(*gpu, slots, /*device_select=*/!a.host_select);
   PipelineOptions po;
   po.transcribe = o;
   po.readers = a.readers;
+  po.backend_mel = !a.host_mel;
   WhisperPipeline pipe(assets, backend, slots, po);
   std::printf("model: checkpoint %s, d %lld, %lld+%lld layers, vocab %lld; product pipeline, %d slots "
-              "(files in flight), encoder batch %d; load %.1f s\n",
+              "(files in flight), encoder batch %d, mel on the %s, token choice on the %s; load %.1f s\n",
               a.weights_dir.c_str(), static_cast<long long>(cfg.d_model), static_cast<long long>(cfg.encoder_layers),
               static_cast<long long>(cfg.decoder_layers), static_cast<long long>(cfg.vocab_size), slots, enc_batch,
-              seconds_since(t_load));
+              a.host_mel ? "host" : "device", a.host_select ? "host" : "device", seconds_since(t_load));
   const size_t n_warm = std::min(clips.size(), static_cast<size_t>(std::max(a.warmup_clips, 1)));
   const auto t_warm = Clock::now();
   run_pipeline(pipe, clips, 0, n_warm, a.by_duration);

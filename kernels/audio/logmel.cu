@@ -54,21 +54,25 @@ __device__ __forceinline__ float ordered_to_float(unsigned int e) {
 }
 
 // frames[b, f, n] = hann[n] * x_b[reflect(f * 160 + n - 200)], where x_b is window b padded with
-// zeros (or trimmed) to 480000 samples first, as the reference does. grid = (ceil(1.2M / threads),
-// batch).
+// zeros (or trimmed) to 480000 samples first, as the reference does; in context mode
+// hann[n] * buf_b[f * 160 + n] (the caller padded the signal). grid = (ceil(1.2M / threads), batch).
 __global__ void frames_kernel(const float* __restrict__ samples, int64_t sample_stride,
-                              const int32_t* __restrict__ lengths, const float* __restrict__ hann,
+                              const int32_t* __restrict__ lengths, bool context, const float* __restrict__ hann,
                               float* __restrict__ frames) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= kFrameElems) return;
   const int b = blockIdx.y;
   const int f = i / kMelNfft;
   const int n = i - f * kMelNfft;
-  int j = f * kMelHop + n - kPad;
-  if (j < 0) j = -j;  // numpy "reflect": the edge sample is not repeated
-  if (j >= kMelWindowSamples) j = 2 * (static_cast<int>(kMelWindowSamples) - 1) - j;
-  const int len = lengths ? min(max(lengths[b], 0), static_cast<int>(kMelWindowSamples))
-                          : static_cast<int>(kMelWindowSamples);
+  int j = f * kMelHop + n;  // context mode: the buffer starts kPad samples before frame 0's centre
+  int cap = static_cast<int>(kLogMelContextSamples);
+  if (!context) {
+    j -= kPad;
+    if (j < 0) j = -j;  // numpy "reflect": the edge sample is not repeated
+    if (j >= kMelWindowSamples) j = 2 * (static_cast<int>(kMelWindowSamples) - 1) - j;
+    cap = static_cast<int>(kMelWindowSamples);
+  }
+  const int len = lengths ? min(max(lengths[b], 0), cap) : cap;
   const float x = j < len ? samples[static_cast<int64_t>(b) * sample_stride + j] : 0.0f;
   frames[static_cast<int64_t>(b) * kFrameElems + i] = hann[n] * x;
 }
@@ -121,10 +125,13 @@ __global__ void __launch_bounds__(kMelThreads) mel_log_kernel(
 }
 
 
-// out[b, i] = (max(L, peak_b - 8) + 4) / 4, four elements per thread (n_mels * 3000 is a multiple
+// out[b, i] = (max(L, floor_b) + 4) / 4 with floor_b = floors[b] or peak_b - 8, and 0 for frames
+// at or past valid_frames[b]; four elements per thread (n_mels * 3000 is a multiple
 // of 4, and every buffer starts 16-byte aligned). `in` may alias `out` when T is float.
+// A pack of 4 never crosses a mel row (3000 % 4 == 0), so one frame index t0 covers it.
 template <typename T>
 __global__ void clamp_scale_kernel(const float* in, const unsigned int* __restrict__ peak,
+                                   const float* __restrict__ floors, const int32_t* __restrict__ valid_frames,
                                    int64_t per_window, T* out) {
   struct alignas(4 * sizeof(T)) Pack {
     T v[4];
@@ -132,25 +139,32 @@ __global__ void clamp_scale_kernel(const float* in, const unsigned int* __restri
   const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
   if (i >= per_window) return;
   const int b = blockIdx.y;
-  const float floor_v = ordered_to_float(peak[b]) - 8.0f;
+  const float floor_v = floors ? floors[b] : ordered_to_float(peak[b]) - 8.0f;
+  const int valid = valid_frames ? valid_frames[b] : kMelWindowFrames;
+  const int t0 = static_cast<int>(i % kMelWindowFrames);
   const float4 l = *reinterpret_cast<const float4*>(in + b * per_window + i);
   Pack p;
-  p.v[0] = from_f32<T>((fmaxf(l.x, floor_v) + 4.0f) * 0.25f);
-  p.v[1] = from_f32<T>((fmaxf(l.y, floor_v) + 4.0f) * 0.25f);
-  p.v[2] = from_f32<T>((fmaxf(l.z, floor_v) + 4.0f) * 0.25f);
-  p.v[3] = from_f32<T>((fmaxf(l.w, floor_v) + 4.0f) * 0.25f);
+  p.v[0] = from_f32<T>(t0 + 0 < valid ? (fmaxf(l.x, floor_v) + 4.0f) * 0.25f : 0.0f);
+  p.v[1] = from_f32<T>(t0 + 1 < valid ? (fmaxf(l.y, floor_v) + 4.0f) * 0.25f : 0.0f);
+  p.v[2] = from_f32<T>(t0 + 2 < valid ? (fmaxf(l.z, floor_v) + 4.0f) * 0.25f : 0.0f);
+  p.v[3] = from_f32<T>(t0 + 3 < valid ? (fmaxf(l.w, floor_v) + 4.0f) * 0.25f : 0.0f);
   *reinterpret_cast<Pack*>(out + b * per_window + i) = p;
 }
 
 template <typename T>
-void launch_clamp_scale(const float* in, const unsigned int* peak, int n_mels, int batch, void* out,
-                        cudaStream_t stream) {
+void launch_clamp_scale(const float* in, const unsigned int* peak, const float* floors, const int32_t* valid_frames,
+                        int n_mels, int batch, void* out, cudaStream_t stream) {
   constexpr int kThreads = 256;
   const int64_t per_window = static_cast<int64_t>(n_mels) * kMelWindowFrames;
   const unsigned gx = static_cast<unsigned>((per_window / 4 + kThreads - 1) / kThreads);
   clamp_scale_kernel<T><<<dim3(gx, static_cast<unsigned>(batch)), kThreads, 0, stream>>>(
-      in, peak, per_window, static_cast<T*>(out));
+      in, peak, floors, valid_frames, per_window, static_cast<T*>(out));
   FLURRY_LAUNCH_CHECK("clamp_scale_kernel", stream);
+}
+
+__global__ void peak_out_kernel(const unsigned int* __restrict__ peak, int batch, float* __restrict__ out) {
+  const int b = blockIdx.x * blockDim.x + threadIdx.x;
+  if (b < batch) out[b] = ordered_to_float(peak[b]);
 }
 
 }  // namespace
@@ -225,13 +239,16 @@ void LogMelGpu::prepare(int batch) {
 void LogMelGpu::run(const LogMelArgs& a, void* workspace, size_t ws_bytes, cudaStream_t stream) {
   const int n_mels = impl_->n_mels;
   FLURRY_CHECK(a.batch > 0, "log_mel: batch must be positive, got " << a.batch);
-  FLURRY_CHECK(a.samples != nullptr && a.out != nullptr, "log_mel: null samples or output");
-  FLURRY_CHECK(a.batch == 1 || a.sample_stride >= (a.lengths ? 0 : kMelWindowSamples),
-               "log_mel: sample_stride " << a.sample_stride << " < 480000");
+  FLURRY_CHECK(a.samples != nullptr && (a.out != nullptr || a.peak_out != nullptr),
+               "log_mel: null samples or output");
+  const int64_t window_samples = a.context ? kLogMelContextSamples : kMelWindowSamples;
+  FLURRY_CHECK(a.batch == 1 || a.sample_stride >= (a.lengths ? 0 : window_samples),
+               "log_mel: sample_stride " << a.sample_stride << " < " << window_samples);
   FLURRY_CHECK(n_mels <= kMelNfft, "log_mel: n_mels " << n_mels << " > 400 does not fit the scratch");
   FLURRY_CHECK(a.out_type == DType::F32 || a.out_type == DType::F16 || a.out_type == DType::BF16,
                "log_mel: output dtype " << dtype_name(a.out_type) << " is not f32, f16 or bf16");
   FLURRY_CHECK((reinterpret_cast<uintptr_t>(a.out) & 15u) == 0, "log_mel: output not 16-byte aligned");
+  const bool peak_only = a.out == nullptr;
   FLURRY_CHECK(workspace != nullptr && (reinterpret_cast<uintptr_t>(workspace) & 255u) == 0,
                "log_mel: workspace null or not 256-byte aligned");
   FLURRY_CHECK(ws_bytes >= workspace_bytes(a.batch),
@@ -245,27 +262,34 @@ void LogMelGpu::run(const LogMelArgs& a, void* workspace, size_t ws_bytes, cudaS
 
   constexpr int kThreads = 256;
   frames_kernel<<<dim3((kFrameElems + kThreads - 1) / kThreads, batch_u), kThreads, 0, stream>>>(
-      a.samples, a.sample_stride, a.lengths, impl_->hann, frames);
+      a.samples, a.sample_stride, a.lengths, a.context, impl_->hann, frames);
   FLURRY_LAUNCH_CHECK("frames_kernel", stream);
 
   const cufftHandle plan = impl_->plan_for(a.batch);
   CUFFT_CHECK(cufftSetStream(plan, stream));
   CUFFT_CHECK(cufftExecR2C(plan, frames, spec));
 
-  // fp32 output: the log values go straight to `out` and are finished in place; otherwise they
-  // wait in the (now free) frames region.
-  float* logs = a.out_type == DType::F32 ? static_cast<float*>(a.out) : frames;
+  // fp32 output: the log values go straight to `out` and are finished in place; otherwise (and in
+  // a peak pass) they wait in the (now free) frames region.
+  float* logs = a.out_type == DType::F32 && !peak_only ? static_cast<float*>(a.out) : frames;
   CUDA_CHECK(cudaMemsetAsync(peak, 0, static_cast<size_t>(a.batch) * sizeof(unsigned int), stream));
   const unsigned tiles = (kMelWindowFrames + kTileFrames - 1) / kTileFrames;
   mel_log_kernel<<<dim3(tiles, batch_u), kMelThreads, 0, stream>>>(spec, impl_->filters, impl_->spans,
                                                                    n_mels, logs, peak);
   FLURRY_LAUNCH_CHECK("mel_log_kernel", stream);
+  if (a.peak_out != nullptr) {
+    peak_out_kernel<<<(batch_u + 127) / 128, 128, 0, stream>>>(peak, a.batch, a.peak_out);
+    FLURRY_LAUNCH_CHECK("peak_out_kernel", stream);
+  }
+  if (peak_only) return;
 
+  const float* fl = a.floors;
+  const int32_t* vf = a.valid_frames;
   switch (a.out_type) {
-    case DType::F32: launch_clamp_scale<float>(logs, peak, n_mels, a.batch, a.out, stream); break;
-    case DType::F16: launch_clamp_scale<__half>(logs, peak, n_mels, a.batch, a.out, stream); break;
+    case DType::F32: launch_clamp_scale<float>(logs, peak, fl, vf, n_mels, a.batch, a.out, stream); break;
+    case DType::F16: launch_clamp_scale<__half>(logs, peak, fl, vf, n_mels, a.batch, a.out, stream); break;
     case DType::BF16:
-      launch_clamp_scale<__nv_bfloat16>(logs, peak, n_mels, a.batch, a.out, stream);
+      launch_clamp_scale<__nv_bfloat16>(logs, peak, fl, vf, n_mels, a.batch, a.out, stream);
       break;
     default: break;
   }

@@ -17,6 +17,14 @@
 //      folds the block's maximum into the window's peak with one atomic;
 //   4. clamp to peak - 8 and scale, writing fp32 (in place) or fp16/bf16 for the encoder.
 // Each window is normalised by its own peak, so a window gives the same result alone and in a batch.
+//
+// Long-form windows (openai-whisper's transcribe(): one spectrogram of the whole file padded with
+// 30 s of silence, clamped at the file's peak - 8, cut at `seek` and zero-padded past the segment;
+// models/whisper/app/features.h) use three options: `context` (the caller stages the window's
+// samples with the 200 samples either side that its edge frames read, so nothing is reflected at
+// the window's edges), `floors` (the file's clamp value instead of the window's) and `valid_frames`
+// (frames past the segment written as 0, the zero padding of the log-mel segment). `peak_out`
+// returns each window's peak, which a first pass over a file's tiles reduces to its floor.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -38,10 +46,24 @@ struct LogMelArgs {
   int64_t sample_stride = 0;
   const int32_t* lengths = nullptr;
   int batch = 0;
-  // [batch, n_mels, 3000] row-major, F32, F16 or BF16.
+  // With `context`, window b's buffer holds kLogMelContextSamples (480400) samples of the signal,
+  // the first being 200 samples before its frame 0's centre: frames read it as it is (the caller
+  // has applied the signal's own padding), and `lengths` (optional) counts the valid ones in it.
+  bool context = false;
+  // Optional device [batch]: the clamp value (log10 units) of window b, instead of its peak - 8.
+  const float* floors = nullptr;
+  // Optional device [batch]: frames t >= valid_frames[b] of window b are written as 0.
+  const int32_t* valid_frames = nullptr;
+  // Optional device [batch]: window b's peak (max log10 mel over its 3000 frames) is written here.
+  float* peak_out = nullptr;
+  // [batch, n_mels, 3000] row-major, F32, F16 or BF16. May be null when peak_out is set (a peak
+  // pass: nothing else is written).
   void* out = nullptr;
   DType out_type = DType::F32;
 };
+
+// Samples per window buffer in LogMelArgs::context mode: 480000 and 200 either side.
+constexpr int64_t kLogMelContextSamples = 480400;
 
 // Holds the filter bank, the Hann window and the cuFFT plans for one n_mels. Not thread-safe: one
 // run at a time (the plans are bound to the stream of each run).

@@ -80,6 +80,11 @@ void verify_options(const DecodingOptions& o) {
 
 }  // namespace
 
+void DecoderModel::forward_select(const std::vector<std::vector<int>>&, const SelectQuery&, int*, float*,
+                                  const std::vector<int>&, float*) {
+  FLURRY_FAIL("this decoder model does not select tokens itself (selects_tokens() is false)");
+}
+
 int RandomSampler::sample(const float* logits, int vocab, float temperature) {
   weights_.resize(static_cast<size_t>(vocab));
   float mx = kNegInf;
@@ -220,8 +225,13 @@ class DecodeRun {
   void setup_audio();
   void filter_row(const Row& row, float* logits);
   void step_greedy(const std::vector<size_t>& rows_of_audio, const float* logits, bool* completed);
-  void step_beam(int audio, const std::vector<size_t>& rows_of_audio, const float* logits,
-                 std::vector<Row>& next, bool* completed);
+  // step_greedy with the model's choices (forward_select): token and log-softmax per row.
+  void step_chosen(const std::vector<size_t>& rows_of_audio, const int* chosen, const float* chosen_logprob,
+                   bool* completed);
+  // With top_ids / top_lps ([rows, beam_size + 1], the model's forward_select), the candidates
+  // come from them instead of from the logits rows.
+  void step_beam(int audio, const std::vector<size_t>& rows_of_audio, const float* logits, const int* top_ids,
+                 const float* top_lps, std::vector<Row>& next, bool* completed);
   void finalize_audio(int audio, const std::vector<size_t>& rows_of_audio);
   DecodingResult result_for(int audio) const;
 
@@ -234,6 +244,9 @@ class DecodeRun {
   int max_candidates_ = 0;
   std::vector<int> suppress_;
   TimestampRules ts_rules_;
+  LogitRuleSet rule_set_;       // the same rules as data, for a model that selects
+  bool model_selects_ = false;  // greedy at temperature 0, or beam search, on a model with forward_select()
+  int select_k_ = 0;            // the query's top_k: 0 greedy, beam_size + 1 beam search
   std::vector<AudioState> audio_;
   std::vector<Row> rows_;
   std::unique_ptr<RandomSampler> own_sampler_;
@@ -263,6 +276,19 @@ DecodeRun::DecodeRun(DecoderModel& model, const SpecialTokens& sp, const Decodin
   ts_rules_.timestamp_begin = sp.timestamp_begin;
   if (o.max_initial_timestamp && *o.max_initial_timestamp != 0.0) {  // 0 reads as unset, as in Python
     ts_rules_.max_initial_timestamp_index = static_cast<int>(std::nearbyint(*o.max_initial_timestamp / kTimePrecision));
+  }
+  rule_set_.suppress_blank = o.suppress_blank;
+  rule_set_.blank_tokens = sp.blank_tokens;
+  rule_set_.suppress = suppress_;
+  rule_set_.timestamps = !o.without_timestamps;
+  rule_set_.ts = ts_rules_;
+  if (model.selects_tokens()) {
+    if (beam_) {
+      select_k_ = std::min(o.beam_size + 1, vocab_);
+      model_selects_ = select_k_ <= model.max_select_top_k();
+    } else {
+      model_selects_ = o.temperature == 0.0f;
+    }
   }
   sampler_ = hooks.sampler;
   if (!sampler_ && !beam_ && o.temperature > 0.0f) {
@@ -325,10 +351,28 @@ void DecodeRun::step_greedy(const std::vector<size_t>& rows_of_audio, const floa
   }
 }
 
+// step_greedy at temperature 0 where the model applied the rules and chose: the same bookkeeping
+// (a finished row repeats EOT and adds nothing to its sum).
+void DecodeRun::step_chosen(const std::vector<size_t>& rows_of_audio, const int* chosen, const float* chosen_logprob,
+                            bool* completed) {
+  *completed = true;
+  for (size_t r : rows_of_audio) {
+    Row& row = rows_[r];
+    int tok = chosen[r];
+    if (row.tokens.back() != sp_.eot) {
+      row.sum_logprob += chosen_logprob[r];
+    } else {
+      tok = sp_.eot;
+    }
+    row.tokens.push_back(tok);
+    *completed = *completed && tok == sp_.eot;
+  }
+}
+
 // BeamSearchDecoder.update for one audio: expand each beam by its beam_size + 1 likeliest tokens,
 // keep the beam_size best unfinished candidates, collect finished ones up to max_candidates.
 void DecodeRun::step_beam(int audio, const std::vector<size_t>& rows_of_audio, const float* logits,
-                          std::vector<Row>& next, bool* completed) {
+                          const int* top_ids, const float* top_lps, std::vector<Row>& next, bool* completed) {
   struct Cand {
     size_t source;
     int token;
@@ -341,6 +385,21 @@ void DecodeRun::step_beam(int audio, const std::vector<size_t>& rows_of_audio, c
   const int k = std::min(o_.beam_size + 1, vocab_);
   std::vector<int> idx(static_cast<size_t>(vocab_));
   for (size_t r : rows_of_audio) {
+    if (top_ids != nullptr) {
+      for (int i = 0; i < k; ++i) {
+        const size_t at = r * static_cast<size_t>(k) + static_cast<size_t>(i);
+        const int tok = top_ids[at];
+        const float score = rows_[r].sum_logprob + top_lps[at];
+        auto it = std::find_if(cands.begin(), cands.end(), [&](const Cand& c) { return same_sequence(c, r, tok); });
+        if (it != cands.end()) {
+          it->score = score;
+          it->source = r;
+        } else {
+          cands.push_back(Cand{r, tok, score});
+        }
+      }
+      continue;
+    }
     logprobs_.resize(static_cast<size_t>(vocab_));
     log_softmax(logits + r * static_cast<size_t>(vocab_), vocab_, logprobs_.data());
     std::iota(idx.begin(), idx.end(), 0);
@@ -447,10 +506,20 @@ std::vector<DecodingResult> DecodeRun::run() {
   std::vector<int> audio_of_row;
   for (const Row& r : rows_) audio_of_row.push_back(r.audio);
   model_.begin(audio_of_row);
-  std::vector<float> logits, aux;
+  std::vector<float> logits, aux, chosen_logprob;
+  std::vector<int> chosen;
+  SelectQuery query;
+  query.rules = &rule_set_;
+  query.top_k = select_k_;
+  const size_t per_row = static_cast<size_t>(std::max(select_k_, 1));
   for (int step = 0; step < sample_len_ && !rows_.empty(); ++step) {
     const size_t n = rows_.size();
-    logits.resize(n * static_cast<size_t>(vocab_));
+    if (model_selects_) {
+      chosen.assign(n * per_row, -1);
+      chosen_logprob.assign(n * per_row, 0.0f);
+    } else {
+      logits.resize(n * static_cast<size_t>(vocab_));
+    }
     std::vector<std::vector<int>> feed(n);
     std::vector<int> aux_pos;
     for (size_t r = 0; r < n; ++r) {
@@ -458,7 +527,19 @@ std::vector<DecodingResult> DecodeRun::run() {
       if (step == 0 && sp_.no_speech >= 0) aux_pos.push_back(audio_[static_cast<size_t>(rows_[r].audio)].sot_index);
     }
     if (!aux_pos.empty()) aux.resize(n * static_cast<size_t>(vocab_));
-    model_.forward(feed, logits.data(), aux_pos, aux_pos.empty() ? nullptr : aux.data());
+    if (model_selects_) {
+      query.sampled.clear();
+      query.n_sampled.clear();
+      for (const Row& row : rows_) {
+        const int begin = audio_[static_cast<size_t>(row.audio)].sample_begin;
+        query.sampled.push_back(row.tokens.data() + begin);
+        query.n_sampled.push_back(static_cast<int>(row.tokens.size()) - begin);
+      }
+      model_.forward_select(feed, query, chosen.data(), chosen_logprob.data(), aux_pos,
+                            aux_pos.empty() ? nullptr : aux.data());
+    } else {
+      model_.forward(feed, logits.data(), aux_pos, aux_pos.empty() ? nullptr : aux.data());
+    }
     if (!aux_pos.empty()) {
       for (size_t r = n; r-- > 0;) {  // the first row of each audio's group
         logprobs_.resize(static_cast<size_t>(vocab_));
@@ -467,7 +548,9 @@ std::vector<DecodingResult> DecodeRun::run() {
             std::exp(static_cast<double>(logprobs_[static_cast<size_t>(sp_.no_speech)]));
       }
     }
-    for (size_t r = 0; r < n; ++r) filter_row(rows_[r], logits.data() + r * static_cast<size_t>(vocab_));
+    if (!model_selects_) {
+      for (size_t r = 0; r < n; ++r) filter_row(rows_[r], logits.data() + r * static_cast<size_t>(vocab_));
+    }
 
     // Each audio advances on its own and leaves the batch once complete (or at the context
     // limit), so an audio decodes the same alone or in a batch.
@@ -482,10 +565,17 @@ std::vector<DecodingResult> DecodeRun::run() {
       bool completed = false;
       std::vector<Row> grown;
       if (beam_) {
-        step_beam(a, mine, logits.data(), grown, &completed);
+        step_beam(a, mine, logits.data(), model_selects_ ? chosen.data() : nullptr,
+                  model_selects_ ? chosen_logprob.data() : nullptr, grown, &completed);
         for (Row& g : grown) {
           parent.push_back(g.audio);
           g.audio = a;
+        }
+      } else if (model_selects_) {
+        step_chosen(mine, chosen.data(), chosen_logprob.data(), &completed);
+        for (size_t r : mine) {
+          grown.push_back(rows_[r]);
+          parent.push_back(static_cast<int>(r));
         }
       } else {
         step_greedy(mine, logits.data(), &completed);

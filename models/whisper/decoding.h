@@ -4,7 +4,9 @@
 // The decoder talks to the model through DecoderModel: the CPU reference and the CUDA backend
 // both implement it; the tests drive it with a scripted fake. Everything here — language
 // detection, the logit rules, greedy / sampled / beam search, ranking, no-speech probability —
-// runs on the host over one row of logits per sequence.
+// runs on the host over one row of logits per sequence, except that a model may take over the
+// rules and the choice of greedy and beam steps (DecoderModel::selects_tokens(), the GPU pipeline's
+// backend), returning chosen tokens or each beam's top candidates instead of rows.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +30,34 @@ constexpr int kFramesPerWindow = kMelWindowFrames;
 constexpr int kInputStride = 2;  // mel frames per timestamp step
 constexpr double kTimePrecision = static_cast<double>(kInputStride * kHopLength) / kSampleRate;
 
+// The logit filters of one decode() as data (filter_row's SuppressBlank, SuppressTokens and
+// ApplyTimestampRules, with their switches), for a model that applies them on its side.
+struct LogitRuleSet {
+  bool suppress_blank = false;
+  std::vector<int> blank_tokens;  // SpecialTokens::blank_tokens; EOT is added by the rule
+  std::vector<int> suppress;      // resolve_suppress_tokens(); empty: none
+  bool timestamps = false;        // ApplyTimestampRules on
+  TimestampRules ts;              // eot is set whether or not timestamps are on
+
+  bool operator==(const LogitRuleSet& o) const {
+    return suppress_blank == o.suppress_blank && blank_tokens == o.blank_tokens && suppress == o.suppress &&
+           timestamps == o.timestamps && ts.eot == o.ts.eot && ts.no_timestamps == o.ts.no_timestamps &&
+           ts.timestamp_begin == o.ts.timestamp_begin &&
+           ts.max_initial_timestamp_index == o.ts.max_initial_timestamp_index;
+  }
+  bool operator!=(const LogitRuleSet& o) const { return !(*this == o); }
+};
+
+// A step's request to a model that selects on its side: the rules, per sequence the tokens sampled
+// so far (openai-whisper's tokens[sample_begin:]; the rules read them), and what to return: the
+// argmax (top_k = 0, greedy) or the top_k best (beam search).
+struct SelectQuery {
+  const LogitRuleSet* rules = nullptr;
+  std::vector<const int*> sampled;
+  std::vector<int> n_sampled;
+  int top_k = 0;
+};
+
 // The decoder side of a Whisper model with its per-sequence state (self-attention KV caches).
 // A decode holds n_seqs sequences; each reads the encoder output of one audio of the batch the
 // caller encoded before decoding.
@@ -49,6 +79,23 @@ class DecoderModel {
   // Rearranges sequences for beam search: new sequence i continues old sequence parent[i]
   // (a parent may be repeated or dropped; the count may change).
   virtual void fork(const std::vector<int>& parent) = 0;
+
+  // Optional: token selection on the model's side (a GPU backend that would otherwise copy every
+  // logits row to the host). A model returning true from selects_tokens() implements
+  // forward_select(), which decode() then calls instead of forward() at temperature 0 (greedy, and
+  // beam search while beam_size + 1 <= max_select_top_k()): as forward(), but for each sequence s
+  // it applies q.rules to the logits after its last token (with q.sampled[s] as the history) and,
+  // instead of the row, writes
+  //   - q.top_k == 0: the argmax of the filtered row (the first index on ties, as
+  //     std::max_element) to token_out[s] and its log-softmax to logprob_out[s];
+  //   - q.top_k > 0: the top_k best ids and their log-softmax values, ordered by logprob
+  //     descending then id ascending (step_beam's partial_sort), to token_out / logprob_out
+  //     [s * top_k, (s + 1) * top_k).
+  // Auxiliary rows (aux_pos) are still written in full.
+  virtual bool selects_tokens() const { return false; }
+  virtual int max_select_top_k() const { return 0; }
+  virtual void forward_select(const std::vector<std::vector<int>>& tokens, const SelectQuery& q, int* token_out,
+                              float* logprob_out, const std::vector<int>& aux_pos, float* aux_logits);
 };
 
 // Draws a token from softmax(logits / temperature). Entries may be -inf.

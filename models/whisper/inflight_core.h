@@ -64,6 +64,7 @@ struct InflightStats {
   int64_t windows = 0;         // windows encoded
   int64_t encoder_batches = 0;
   int64_t slot_moves = 0;      // compactions
+  int64_t rows_selected = 0;   // sequence steps whose token the backend chose (no logits row to the host)
   double mel_s = 0, encoder_s = 0, decoder_s = 0;  // backend-measured stage times
 };
 

@@ -1,12 +1,21 @@
 #include "models/whisper/inflight_decoder.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <utility>
 
 #include "runtime/check.h"
 
 namespace flurry::whisper {
+
+void SlotBackend::forward_select(const std::vector<SlotCall>&, float*, float*, int32_t*, float*, InflightStats&) {
+  FLURRY_FAIL("inflight decoder: this backend does not select tokens (selects_tokens() is false)");
+}
+
+void SlotBackend::encode_samples(const std::vector<int>&, const std::vector<const SampleWindow*>&, InflightStats&) {
+  FLURRY_FAIL("inflight decoder: this backend does not compute log-mel (encodes_samples() is false)");
+}
 
 InflightDecoder::InflightDecoder(SlotBackend& backend, int lanes) : be_(backend) {
   FLURRY_CHECK(lanes >= 1, "inflight decoder: " << lanes << " lanes");
@@ -147,21 +156,34 @@ void InflightDecoder::serve_batch(std::unique_lock<std::mutex>& lock) {
     if (lp->kind_ == Kind::kForward) fwd.push_back(lp.get());
   }
   lock.unlock();
-  const int E = be_.encoder_batch();
-  for (size_t b = 0; b < enc.size(); b += static_cast<size_t>(E)) {
+  const size_t E = static_cast<size_t>(be_.encoder_batch());
+  std::vector<Lane*> enc_mel, enc_samples;
+  for (Lane* l : enc) (l->window_ != nullptr ? enc_samples : enc_mel).push_back(l);
+  for (size_t b = 0; b < enc_mel.size(); b += E) {
     std::vector<int> audio;
     std::vector<const float*> mels;
-    for (size_t k = b; k < std::min(enc.size(), b + static_cast<size_t>(E)); ++k) {
-      audio.push_back(enc[k]->index_);
-      mels.push_back(enc[k]->mel_);
+    for (size_t k = b; k < std::min(enc_mel.size(), b + E); ++k) {
+      audio.push_back(enc_mel[k]->index_);
+      mels.push_back(enc_mel[k]->mel_);
     }
     be_.encode(audio, mels, stats_);
     stats_.windows += static_cast<int64_t>(audio.size());
     stats_.encoder_batches += 1;
   }
+  for (size_t b = 0; b < enc_samples.size(); b += E) {
+    std::vector<int> audio;
+    std::vector<const SampleWindow*> windows;
+    for (size_t k = b; k < std::min(enc_samples.size(), b + E); ++k) {
+      audio.push_back(enc_samples[k]->index_);
+      windows.push_back(enc_samples[k]->window_);
+    }
+    be_.encode_samples(audio, windows, stats_);
+    stats_.windows += static_cast<int64_t>(audio.size());
+    stats_.encoder_batches += 1;
+  }
   if (!fwd.empty()) {
     calls_.clear();
-    bool any_aux = false;
+    bool any_aux = false, any_select = false;
     for (Lane* l : fwd) {
       const auto& tokens = *l->tokens_;
       const auto& aux_pos = *l->aux_pos_;
@@ -177,6 +199,19 @@ void InflightDecoder::serve_batch(std::unique_lock<std::mutex>& lock) {
         c.tokens = tokens[s].data();
         c.n_new = static_cast<int>(tokens[s].size());
         c.aux = aux_pos.empty() ? -1 : aux_pos[s];
+        if (l->query_ != nullptr) {
+          const SelectQuery& q = *l->query_;
+          FLURRY_CHECK(q.rules != nullptr && q.sampled.size() == tokens.size() && q.n_sampled.size() == tokens.size(),
+                       "inflight decoder: selection query does not match the " << tokens.size() << " sequences");
+          FLURRY_CHECK(q.top_k >= 0 && q.top_k <= kMaxSelectTopK, "inflight decoder: top_k " << q.top_k);
+          c.rules = q.rules;
+          c.top_k = q.top_k;
+          c.sampled = q.sampled[s];
+          c.n_sampled = q.n_sampled[s];
+          FLURRY_CHECK(c.n_sampled >= 0 && (c.n_sampled == 0 || c.sampled != nullptr),
+                       "inflight decoder: sequence " << s << " has a bad token history");
+          any_select = true;
+        }
         FLURRY_CHECK(c.n_new >= 1, "inflight decoder: forward with no tokens for sequence " << s);
         FLURRY_CHECK(c.aux < c.n_new, "inflight decoder: aux position " << c.aux << " past the " << c.n_new
                                                                          << " tokens given");
@@ -187,14 +222,29 @@ void InflightDecoder::serve_batch(std::unique_lock<std::mutex>& lock) {
     const size_t vocab = static_cast<size_t>(be_.vocab());
     last_.resize(calls_.size() * vocab);
     if (any_aux) aux_.resize(calls_.size() * vocab);
-    be_.forward(calls_, last_.data(), any_aux ? aux_.data() : nullptr, stats_);
+    if (any_select) {
+      chosen_.assign(calls_.size() * kMaxSelectTopK, -1);
+      chosen_logprob_.assign(calls_.size() * kMaxSelectTopK, 0.0f);
+      be_.forward_select(calls_, last_.data(), any_aux ? aux_.data() : nullptr, chosen_.data(), chosen_logprob_.data(),
+                         stats_);
+    } else {
+      be_.forward(calls_, last_.data(), any_aux ? aux_.data() : nullptr, stats_);
+    }
     stats_.steps += 1;
     stats_.sequence_steps += static_cast<int64_t>(calls_.size());
     size_t row = 0;
     for (Lane* l : fwd) {
       const auto& tokens = *l->tokens_;
       for (size_t s = 0; s < tokens.size(); ++s, ++row) {
-        std::memcpy(l->last_ + s * vocab, last_.data() + row * vocab, vocab * sizeof(float));
+        if (calls_[row].rules != nullptr) {
+          const size_t k = static_cast<size_t>(std::max(calls_[row].top_k, 1));
+          std::copy_n(chosen_.begin() + static_cast<std::ptrdiff_t>(row * kMaxSelectTopK), k, l->token_out_ + s * k);
+          std::copy_n(chosen_logprob_.begin() + static_cast<std::ptrdiff_t>(row * kMaxSelectTopK), k,
+                      l->logprob_out_ + s * k);
+          stats_.rows_selected += 1;
+        } else {
+          std::memcpy(l->last_ + s * vocab, last_.data() + row * vocab, vocab * sizeof(float));
+        }
         if (calls_[row].aux >= 0) std::memcpy(l->aux_ + s * vocab, aux_.data() + row * vocab, vocab * sizeof(float));
         l->pos_[s] += static_cast<int>(tokens[s].size());
       }
@@ -234,7 +284,19 @@ void InflightDecoder::Lane::leave() {
 void InflightDecoder::Lane::encode_audio(const float* mel) {
   kind_ = Kind::kEncode;
   mel_ = mel;
+  window_ = nullptr;
   o_.post(*this);
+}
+
+bool InflightDecoder::Lane::encodes_samples() const { return o_.be_.encodes_samples(); }
+
+void InflightDecoder::Lane::encode_samples(const SampleWindow& w) {
+  FLURRY_CHECK(o_.be_.encodes_samples(), "inflight decoder: encode_samples on a backend without log-mel");
+  kind_ = Kind::kEncode;
+  mel_ = nullptr;
+  window_ = &w;
+  o_.post(*this);
+  window_ = nullptr;
 }
 
 void InflightDecoder::Lane::begin(const std::vector<int>& audio_of_seq) {
@@ -254,7 +316,27 @@ void InflightDecoder::Lane::forward(const std::vector<std::vector<int>>& tokens,
   aux_pos_ = &aux_pos;
   last_ = last_logits;
   aux_ = aux_logits;
+  query_ = nullptr;
   o_.post(*this);
+}
+
+bool InflightDecoder::Lane::selects_tokens() const { return o_.be_.selects_tokens(); }
+int InflightDecoder::Lane::max_select_top_k() const { return o_.be_.selects_tokens() ? kMaxSelectTopK : 0; }
+
+void InflightDecoder::Lane::forward_select(const std::vector<std::vector<int>>& tokens, const SelectQuery& q,
+                                           int* token_out, float* logprob_out, const std::vector<int>& aux_pos,
+                                           float* aux_logits) {
+  FLURRY_CHECK(o_.be_.selects_tokens(), "inflight decoder: forward_select on a backend that does not select");
+  kind_ = Kind::kForward;
+  tokens_ = &tokens;
+  aux_pos_ = &aux_pos;
+  last_ = nullptr;
+  aux_ = aux_logits;
+  query_ = &q;
+  token_out_ = token_out;
+  logprob_out_ = logprob_out;
+  o_.post(*this);
+  query_ = nullptr;
 }
 
 void InflightDecoder::Lane::fork(const std::vector<int>& parent) {

@@ -26,10 +26,14 @@
 // each slot through the reference decoder_step with the same token chunks as CpuDecoderModel), the
 // batched path gives the one-file-at-a-time reference's tokens exactly, at any batch size.
 //
-// What is not batched (and why): the host side of the rules (log-softmax, timestamp rules, beam
-// bookkeeping, compression ratio) runs on each lane's own thread over full logits rows, in parallel
-// across lanes rather than fused on the device; selection on the device (gpu/logits.cuh) needs
-// device-side timestamp/beam state per slot and is the next step for the GPU's speed.
+// Selection on the backend: where the backend can apply the logit rules itself
+// (SlotBackend::selects_tokens(), the GPU's logits_select), a lane decoding greedily at temperature
+// 0 asks for the chosen token and its logprob instead of the row, and a beam-search lane for each
+// beam's beam_size + 1 best (token, logprob) (DecoderModel::forward_select): the call carries the
+// lane's rules and each sequence's sampled tokens. The choice is made per request, so language
+// detection and sampling (fallback temperatures) in the same step still get full rows, and the
+// lane's transcribe() loop is the reference's either way. What stays on the lanes' threads: beam
+// bookkeeping over the candidates, sampling over full rows, compression ratio, seeking.
 #pragma once
 
 #include <condition_variable>
@@ -44,6 +48,10 @@
 
 namespace flurry::whisper {
 
+// The most candidates per sequence a backend's selection returns (the GPU's kLogitsMaxTopK), and
+// the stride of SlotBackend::forward_select's outputs.
+constexpr int kMaxSelectTopK = 10;
+
 // One sequence's share of a batched decoder call (the GPU's GpuSeq, backend-neutral).
 struct SlotCall {
   int slot = 0;   // decoder slot; its self cache holds `pos` positions (0: start it on `audio`)
@@ -52,6 +60,24 @@ struct SlotCall {
   const int* tokens = nullptr;
   int n_new = 0;  // >= 1
   int aux = -1;   // index in tokens whose logits are also wanted, or -1
+  // Selection on the backend (forward_select): the rules to apply to the row after the last token
+  // and the sequence's sampled tokens; null: the row itself is wanted.
+  const LogitRuleSet* rules = nullptr;
+  const int* sampled = nullptr;
+  int n_sampled = 0;
+  int top_k = 0;  // 0: the argmax; else the top_k best (<= kMaxSelectTopK)
+};
+
+// A window to encode from a file's samples instead of host log-mel: frames [seek, seek + n_frames)
+// of the file's long-form log-mel (models/whisper/app/features.h: the file padded with 30 s of
+// silence, one spectrogram, clamped at the file's peak - 8, zero past n_frames), computed by the
+// backend.
+struct SampleWindow {
+  const float* samples = nullptr;  // the whole file, 16 kHz mono
+  int64_t n_samples = 0;
+  int64_t seek = 0;
+  int64_t n_frames = 0;
+  float* floor = nullptr;  // in/out: the file's clamp value (log10 peak - 8); NaN: the backend finds it
 };
 
 // The device side of InflightDecoder: slots, audio indices and batched calls over them. Called
@@ -66,6 +92,12 @@ class SlotBackend {
   virtual int encoder_batch() const = 0; // windows per encode() call at most
   // Encodes host log-mel windows ([n_mels, 3000] fp32) as audio indices audio[k] (distinct).
   virtual void encode(const std::vector<int>& audio, const std::vector<const float*>& mels, InflightStats& stats) = 0;
+  // Optional log-mel on the backend: a backend returning true implements encode_samples(), which
+  // encodes windows given as samples (SampleWindow) as audio indices audio[k], finding a file's
+  // floor first where it is NaN.
+  virtual bool encodes_samples() const { return false; }
+  virtual void encode_samples(const std::vector<int>& audio, const std::vector<const SampleWindow*>& windows,
+                              InflightStats& stats);
   // Appends each call's tokens to its slot and writes the logits after its last token to row i of
   // `last` ([n, vocab]) and, where aux >= 0, the logits at tokens[aux] to row i of `aux_out`.
   virtual void forward(const std::vector<SlotCall>& calls, float* last, float* aux_out, InflightStats& stats) = 0;
@@ -73,6 +105,15 @@ class SlotBackend {
   // `to` or `from` may be spare_slot(), a slot no call uses, for breaking permutation cycles.
   virtual void copy_slot(int from, int to, int len) = 0;
   virtual int spare_slot() const = 0;
+  // Optional selection on the backend: a backend returning true implements forward_select(), which
+  // InflightDecoder calls instead of forward() when some call has `rules` set. It is forward(),
+  // except that for those calls row i of `last` is not written; instead token / logprob
+  // [i * kMaxSelectTopK, ...) get the filtered row's argmax (first index on ties) and its
+  // log-softmax (top_k 0), or its top_k best ids and log-softmax values, by logprob descending then
+  // id ascending.
+  virtual bool selects_tokens() const { return false; }
+  virtual void forward_select(const std::vector<SlotCall>& calls, float* last, float* aux_out, int32_t* token,
+                              float* logprob, InflightStats& stats);
 };
 
 class InflightDecoder {
@@ -122,7 +163,8 @@ class InflightDecoder {
   InflightStats stats_;
   // Scratch of one batched call.
   std::vector<SlotCall> calls_;
-  std::vector<float> last_, aux_;
+  std::vector<float> last_, aux_, chosen_logprob_;
+  std::vector<int32_t> chosen_;
 };
 
 class InflightDecoder::Lane : public DecoderModel {
@@ -131,6 +173,9 @@ class InflightDecoder::Lane : public DecoderModel {
 
   // Encodes a window's log-mel ([n_mels, 3000] fp32) as this lane's audio.
   void encode_audio(const float* mel);
+  // Encodes a window given as samples (needs the backend's encodes_samples()).
+  void encode_samples(const SampleWindow& w);
+  bool encodes_samples() const;
 
   int vocab_size() const override;
   int n_text_ctx() const override;
@@ -138,6 +183,10 @@ class InflightDecoder::Lane : public DecoderModel {
   void forward(const std::vector<std::vector<int>>& tokens, float* last_logits, const std::vector<int>& aux_pos,
                float* aux_logits) override;
   void fork(const std::vector<int>& parent) override;
+  bool selects_tokens() const override;
+  int max_select_top_k() const override;
+  void forward_select(const std::vector<std::vector<int>>& tokens, const SelectQuery& q, int* token_out,
+                      float* logprob_out, const std::vector<int>& aux_pos, float* aux_logits) override;
 
   void join();
   void leave();
@@ -153,9 +202,13 @@ class InflightDecoder::Lane : public DecoderModel {
   Kind kind_ = Kind::kNone;
   bool done_ = false;
   const float* mel_ = nullptr;
+  const SampleWindow* window_ = nullptr;  // an encode from samples (mel_ null)
   const std::vector<std::vector<int>>* tokens_ = nullptr;
   const std::vector<int>* aux_pos_ = nullptr;
   float *last_ = nullptr, *aux_ = nullptr;
+  const SelectQuery* query_ = nullptr;  // set: a selection request (token_out_/logprob_out_, not last_)
+  int* token_out_ = nullptr;
+  float* logprob_out_ = nullptr;
   const std::vector<int>* parent_ = nullptr;
 };
 

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -44,7 +45,29 @@ WhisperPipeline::WhisperPipeline(const WhisperAssets& assets, SlotBackend& backe
 // The per-file work of transcribe_file() (pipeline.cpp) on a lane: the whole file's log-mel, then
 // the reference transcribe() loop, whose model calls the lane batches with the other files'.
 Transcript WhisperPipeline::transcribe_item(InflightDecoder::Lane& lane, PipelineItem& item) {
+  const BpeTokenizer& tok = *assets_.tokenizer;
+  auto detokenize = [&](const std::vector<int>& ids) { return tok.decode(ids, true); };
   const double duration = static_cast<double>(item.audio.size()) / kAudioSampleRate;
+  if (opt_.backend_mel && lane.encodes_samples()) {
+    // The backend finds the file's floor with the first window (floor NaN until then) and computes
+    // each window's log-mel from the samples: the same definition as log_mel_whole's windows.
+    SampleWindow w;
+    w.samples = item.audio.data();
+    w.n_samples = static_cast<int64_t>(item.audio.size());
+    float floor_v = std::numeric_limits<float>::quiet_NaN();
+    w.floor = &floor_v;
+    auto encode_window = [&](int seek, int n_frames) {
+      w.seek = seek;
+      w.n_frames = n_frames;
+      lane.encode_samples(w);
+    };
+    LaneSession session(lane);
+    Transcript t = transcribe(lane, assets_.special, opt_.transcribe, static_cast<int>(w.n_samples / kMelHop),
+                              encode_window, detokenize);
+    t.duration = duration;
+    std::vector<float>().swap(item.audio);
+    return t;
+  }
   const int n_mels = static_cast<int>(assets_.config.num_mel_bins);
   std::optional<LogMel> mel;
   {
@@ -57,8 +80,6 @@ Transcript WhisperPipeline::transcribe_item(InflightDecoder::Lane& lane, Pipelin
     mel->window(seek, n_frames, window.data());
     lane.encode_audio(window.data());
   };
-  const BpeTokenizer& tok = *assets_.tokenizer;
-  auto detokenize = [&](const std::vector<int>& ids) { return tok.decode(ids, true); };
   LaneSession session(lane);
   Transcript t = transcribe(lane, assets_.special, opt_.transcribe, static_cast<int>(mel->content_frames),
                             encode_window, detokenize);
@@ -173,6 +194,8 @@ void WhisperPipeline::run(const NextFn& next, const DoneFn& done, const LoadFn& 
   for (std::thread& th : threads) th.join();
   if (opt_.timers != nullptr) {
     const InflightStats& st = decoder_.stats();
+    // Log-mel on the backend (device mel) is timed there; the drivers time the host's.
+    if (st.mel_s > before.mel_s) opt_.timers->add("mel", st.mel_s - before.mel_s, st.windows - before.windows);
     opt_.timers->add("encode", st.encoder_s - before.encoder_s, st.windows - before.windows);
     opt_.timers->add("decode", st.decoder_s - before.decoder_s, st.steps - before.steps);
   }

@@ -4,7 +4,9 @@
 //   next() ──> reader threads (decode + resample, bounded queue of decoded files)
 //          ──> driver threads, one per file in flight: log-mel of the whole file, then the
 //              reference transcribe() loop (long-form seek, fallback, prompts, timestamps) on an
-//              InflightDecoder lane
+//              InflightDecoder lane. On a backend that computes log-mel (the GPU's), the driver
+//              skips the host log-mel and each window goes to the backend as samples
+//              (SampleWindow); the file's samples stay alive until its transcript is done
 //          ──> InflightDecoder::serve() on the calling thread: the lanes' encodes as encoder
 //              batches and their decoder calls as one batched forward per step (the GPU's thread)
 //          ──> done() from the driver thread (the runner's complete(), per-file outputs).
@@ -33,6 +35,9 @@ struct PipelineOptions {
   int readers = 2;
   int queue_depth = 0;  // decoded files waiting for a driver; 0: 2 x files in flight
   TranscribeOptions transcribe;
+  // Log-mel on the backend where it can (SlotBackend::encodes_samples()); false: always on the
+  // driver threads (the GPU test's oracle).
+  bool backend_mel = true;
   StageTimers* timers = nullptr;  // audio, mel; encode and decode from the engine's stats
 };
 

@@ -18,7 +18,6 @@
 namespace flurry::whisper {
 namespace {
 
-constexpr int64_t kWindowSamples = kAudioWindowSamples;
 constexpr const char* kLowerHint = "lower --batch-size or raise --max-gpu-memory";
 
 size_t align_up(size_t n) { return (n + Arena::kDefaultAlign - 1) / Arena::kDefaultAlign * Arena::kDefaultAlign; }
@@ -65,7 +64,8 @@ void layout(const WhisperConfig& c, DType dtype, const GpuPlan& p, WhisperGpuSta
   const size_t logmel_ws = p.logmel ? LogMelGpu::workspace_bytes(p.enc_batch) : 0;
 
   void* mel = take(n(eb * c.num_mel_bins * F) * e, "mel");
-  void* samples = p.logmel ? take(n(eb * kWindowSamples) * 4, "audio samples") : nullptr;
+  // kLogMelContextSamples per window: long-form windows carry their edge frames' context.
+  void* samples = p.logmel ? take(n(eb * kLogMelContextSamples) * 4, "audio samples") : nullptr;
   void* lengths = p.logmel ? take(n(eb) * 4, "sample lengths") : nullptr;
   void* lws = logmel_ws ? take(logmel_ws, "log-mel workspace") : nullptr;
   void* cws = take(conv_ws, "conv front-end workspace");

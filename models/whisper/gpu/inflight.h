@@ -90,7 +90,25 @@ class InflightScheduler {
 // indices 0..audios-1 (one per file in flight) and enc_batch more as the encoder's staging: a
 // batch of windows is encoded into the staging indices as one encoder launch chunk, then each
 // window's cross K/V moves to its file's index, so encoder batches are full whatever files ask.
-// Logits rows come back to the host (the reference's host-side rules run on them).
+//
+// Per step, greedy lanes (temperature 0) get their token chosen on the device and beam-search
+// lanes their beams' candidates (forward_select): the step's logits stay in state.logits,
+// logits_select (gpu/logits.cuh) applies each lane's SuppressBlank / SuppressTokens / timestamp
+// rules, the log-softmax and the argmax or top beam_size + 1 in one launch per run of calls sharing
+// a rule set and k, and only (token, logprob) per sequence (k of them for a beam) comes back, plus
+// full rows for the calls that want them (language detection, sampling at a fallback temperature)
+// and the no-speech auxiliary rows of a window's first call. The rules
+// read a sequence's history only through its last two tokens and its latest timestamp, so each
+// call uploads a 3-token summary of its history (summarize_history), not the history.
+// `device_select` = false keeps every row on the host path (the test's oracle).
+//
+// Log-mel on the device (encode_samples): each window's samples, with the 200 either side its edge
+// frames read, are staged in pinned memory (one buffer of kLogMelContextSamples per encoder-batch
+// entry) and uploaded, and LogMelGpu computes the window as features.h's log_mel_whole would cut
+// it: reflect padding at the file's start only, silence after its end, the file's floor, zeros past
+// the segment. A file's floor needs its peak: the first window of a file (floor NaN) is preceded by
+// a peak pass over the file's 30 s tiles (E per launch, peaks only), the host-side mel's one pass
+// moved to the device. The plan must have logmel = true (pipeline_plan sets it).
 GpuPlan pipeline_plan(int slots, int audios, int enc_batch);
 
 // The most slots (a multiple of `group`, at most `max_slots`) whose pipeline plan, with
@@ -102,7 +120,8 @@ int pipeline_slots_for_memory(const WhisperConfig& c, WhisperGpuOptions o, int g
 class GpuSlotBackend final : public SlotBackend {
  public:
   // `g` must come from pipeline_plan(slots, audios, enc_batch).
-  GpuSlotBackend(WhisperGpu& g, int audios);
+  GpuSlotBackend(WhisperGpu& g, int audios, bool device_select = true);
+  ~GpuSlotBackend() override;
   int vocab() const override;
   int n_text_ctx() const override;
   int slots() const override;
@@ -112,11 +131,48 @@ class GpuSlotBackend final : public SlotBackend {
   void forward(const std::vector<SlotCall>& calls, float* last, float* aux_out, InflightStats& stats) override;
   void copy_slot(int from, int to, int len) override;
   int spare_slot() const override;
+  bool selects_tokens() const override { return device_select_; }
+  bool encodes_samples() const override;
+  void encode_samples(const std::vector<int>& audio, const std::vector<const SampleWindow*>& windows,
+                      InflightStats& stats) override;
+  void forward_select(const std::vector<SlotCall>& calls, float* last, float* aux_out, int32_t* token, float* logprob,
+                      InflightStats& stats) override;
 
  private:
+  struct Select;  // device selection buffers and the rule sets uploaded so far
+  struct Mel;     // log-mel staging (pinned samples, per-window floors / lengths / frames)
+  void build_seqs(const std::vector<SlotCall>& calls, bool any_aux);
+  // Encodes the n windows in the state's mel buffer and moves their cross K/V to audio[k].
+  void encode_staged(const std::vector<int>& audio);
+  // Fills *w.floor for the windows whose file has none yet (peak pass).
+  void find_floors(const std::vector<const SampleWindow*>& windows);
+
   WhisperGpu& g_;
   int audios_;
+  bool device_select_;
   std::vector<GpuSeq> seqs_;
+  std::unique_ptr<Select> sel_;
+  std::unique_ptr<Mel> mel_;
 };
+
+// The rules' view of a history of n sampled tokens (logit_rules.h: SuppressBlank and the timestamp
+// rules read only n == 0, n < 2, the last two tokens and the latest timestamp): writes at most 3
+// tokens to out[0..3) and returns their count, such that the rules over them decide as over the
+// whole history. For n > 3: {latest timestamp before the last two, or 0 when none; h[n-2]; h[n-1]}.
+int summarize_history(const int* h, int n, int timestamp_begin, int32_t out[3]);
+
+// The host side of encode_samples' log-mel, exposed for the tests.
+// Writes the padded signal around frames [seek, seek + 3000) of a file of n samples (x) to out
+// (kLogMelContextSamples at most: LogMelArgs::context's layout) and returns how many it wrote; the
+// rest reads as silence. The padded signal is the file, then silence; before sample 0 it is
+// reflected (numpy "reflect", as the whole-file STFT pads it).
+int32_t stage_window_samples(const float* x, int64_t n, int64_t seek, float* out);
+// The tiles of a file's peak pass: the whole-file log-mel's peak is its largest frame's; frames that
+// read no audio are silence (log10 of the 1e-10 floor = -10), and the file is always padded with
+// 3000 of them, so the 3000-frame tiles from 0 while their first frame reads audio cover every
+// frame that can matter, and floor = max(-10, their peaks) - 8.
+std::vector<int64_t> peak_tiles(int64_t n_samples);
+// LogMel::window's frame count: frames past the segment or past the padded signal are zero.
+int32_t window_valid_frames(int64_t n_samples, int64_t seek, int64_t n_frames);
 
 }  // namespace flurry::whisper

@@ -197,7 +197,8 @@ void upload_mels(WhisperGpu& g, int n, const float* const* mels);
 
 // Copies n (<= enc_batch) windows of 16 kHz samples (each up to 480000; shorter ones are padded
 // with silence) and runs LogMelGpu into the mel buffer. Needs plan.logmel. Each window is
-// normalised by its own peak (LogMelGpu's definition), not by the whole file's.
+// normalised by its own peak (LogMelGpu's definition), not by the whole file's (the pipeline's
+// long-form windows go through GpuSlotBackend::encode_samples instead).
 void logmel_windows(WhisperGpu& g, int n, const float* const* samples, const int32_t* lengths);
 
 // Runs the encoder on the n windows in the mel buffer and stores each window's cross-attention K/V
@@ -241,7 +242,8 @@ void copy_slot(WhisperGpu& g, int from, int to, int len);
 //    launch, decode_attention is called with kv_len = max_tokens and the device kv_lens, and the
 //    K/V append (kernels/kv_append.cuh) already writes the new rows at the device positions;
 //  - logits_select on the device for the greedy rules (suppression, timestamps) so only the chosen
-//    token and its logprob come back; beam search keeps the host path (top-k on the device next);
+//    token and its logprob come back (built: GpuSlotBackend::forward_select, per request); beam
+//    search and sampling keep full rows on the host (top-k on the device next);
 //  - per-window state machines on the host for fallback / no-speech / seek, which re-queue a window
 //    at the next temperature or at its next seek instead of blocking the batch.
 
