@@ -1,6 +1,8 @@
 #include "models/bert/app/embed_job.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -182,6 +184,61 @@ int64_t write_ids(const std::string& out_dir, const std::vector<dist::WorkItem>&
   }
   dist::write_file_atomic(out_dir + "/ids.jsonl", text);
   return bad;
+}
+
+// vectors.jsonl from ids.jsonl and embeddings.npy, one line per row in row order:
+// {"row", "id", "status", "vector": [d floats] or null for an error row}. Streams both files a block
+// of rows at a time (the matrix can be larger than memory) into a temporary file renamed at the end.
+void write_vectors_jsonl(const std::string& out_dir) {
+  const std::string npy = out_dir + "/embeddings.npy";
+  const NpyInfo info = read_npy_info(npy);
+  std::ifstream ids(out_dir + "/ids.jsonl");
+  FLURRY_CHECK(ids.good(), out_dir << "/ids.jsonl: cannot read");
+  const std::string path = out_dir + "/vectors.jsonl", tmp = path + ".tmp";
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  FLURRY_CHECK(out.good(), tmp << ": cannot write");
+  constexpr int64_t kBlock = 1024;
+  std::vector<float> block;
+  int64_t block_begin = 0, block_end = 0, row = 0;
+  char num[32];
+  for (std::string line; std::getline(ids, line); ++row) {
+    const nlohmann::json rec = nlohmann::json::parse(line);
+    FLURRY_CHECK(row < info.rows, npy << " has " << info.rows << " rows, ids.jsonl more");
+    if (row >= block_end) {
+      block_begin = row;
+      block_end = std::min(info.rows, row + kBlock);
+      block.resize(static_cast<size_t>((block_end - block_begin) * info.cols));
+      read_npy_rows(npy, info, block_begin, block_end, block.data());
+    }
+    nlohmann::ordered_json head;
+    head["row"] = rec["row"];
+    head["id"] = rec["id"];
+    head["status"] = rec["status"];
+    if (rec.contains("error")) head["error"] = rec["error"];
+    std::string text = head.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    text.pop_back();  // the closing brace: the vector follows
+    const bool ok = rec["status"] == "ok";
+    text += ok ? ",\"vector\":[" : ",\"vector\":null}\n";
+    if (ok) {
+      const float* v = block.data() + (row - block_begin) * info.cols;
+      for (int64_t j = 0; j < info.cols; ++j) {
+        // %.9g round-trips a float; a non-finite value has no JSON number and is written null.
+        if (std::isfinite(v[j])) {
+          std::snprintf(num, sizeof(num), "%.9g", static_cast<double>(v[j]));
+        } else {
+          std::snprintf(num, sizeof(num), "null");
+        }
+        if (j > 0) text += ',';
+        text += num;
+      }
+      text += "]}\n";
+    }
+    out << text;
+  }
+  FLURRY_CHECK(row == info.rows, npy << " has " << info.rows << " rows, ids.jsonl " << row);
+  out.close();
+  FLURRY_CHECK(!out.fail(), tmp << ": write failed");
+  fs::rename(tmp, path);
 }
 
 // One work item read and tokenised (the reader threads' part): its output rows (a text, or a window
@@ -490,8 +547,14 @@ int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOption
     nlohmann::json m = read_json_file(opts.output_dir + "/manifest.json");
     m["rows"] = total;
     m["row_errors"] = bad_rows;
+    if (o.vectors_jsonl) {
+      ScopedStage st(timers, "vectors_jsonl");
+      write_vectors_jsonl(opts.output_dir);
+      m["vectors_jsonl"] = "vectors.jsonl";
+    }
     dist::write_file_atomic(opts.output_dir + "/manifest.json", m.dump(2) + "\n");
     LOG_INFO("embeddings: " << opts.output_dir << "/embeddings.npy, ids: " << opts.output_dir << "/ids.jsonl"
+                            << (o.vectors_jsonl ? ", vectors: " + opts.output_dir + "/vectors.jsonl" : "")
                             << (bad_rows > 0 ? "; " + std::to_string(bad_rows) + " row(s) are errors (zero vectors)" : ""));
   }
   return status != 0 || bad_rows > 0 ? 1 : 0;

@@ -40,6 +40,8 @@ struct EmbedOptions {
   int64_t chunk_overlap = 0;
   // Threads that read and tokenise work items ahead of the encoder; 0: min(4, cores - 1), at least 1.
   int reader_threads = 0;
+  // Also write vectors.jsonl: one line per output row, in row order, with its vector as JSON.
+  bool vectors_jsonl = false;
 };
 
 // Token sequences -> pooled (and, as configured, normalised) vectors; a backend implements

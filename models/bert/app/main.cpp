@@ -88,6 +88,9 @@ void add_flags(CLI::App& cli, Flags& f) {
       ->check(CLI::NonNegativeNumber);
   cli.add_option("--chunk-overlap", f.embed.chunk_overlap, "tokens shared by consecutive windows of --chunk-tokens")
       ->check(CLI::NonNegativeNumber);
+  cli.add_flag("--vectors-jsonl", f.embed.vectors_jsonl,
+               "embed: also write vectors.jsonl, one {row, id, status, vector} line per row in input order "
+               "(vector null for an error row)");
   cli.add_option("--corpus", f.corpus, "search: the output folder of an earlier embed run");
   cli.add_option("--top-k", f.top_k, "search/eval: documents per query (eval: at least 100; cuda: at most 1024)")
       ->check(CLI::PositiveNumber);

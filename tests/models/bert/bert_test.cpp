@@ -1,11 +1,13 @@
-// all-MiniLM-L6-v2 on the CPU reference path against sentence-transformers
-// (tests/fixtures/bert/make_goldens.py): the token ids it feeds the model (truncated at
-// max_seq_length 256, not tokenizer.json's 128) and the embedding, cosine >= 0.99999 per sentence;
+// all-MiniLM-L6-v2 (head dim 32) and a committed random BERT with head dim 64 on the CPU reference
+// path against sentence-transformers (tests/fixtures/bert/make_goldens.py, make_random_bert.py): the
+// token ids it feeds the model (truncated at max_seq_length: 256 for MiniLM, not tokenizer.json's
+// 128; 128 for the random one) and the embedding, cosine >= 0.99999 per sentence;
 // the sentence-transformers configuration read from the folder; checkpoints and configs this BERT
 // cannot run refused with the reason; batching does not change a vector.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -62,20 +64,21 @@ TEST_F(MiniLM, SentenceTransformersConfigurationIsRead) {
   EXPECT_EQ(assets_->model->config().head_dim(), 32);
 }
 
-TEST_F(MiniLM, TokensAndEmbeddingsMatchSentenceTransformers) {
-  const nlohmann::json g = goldens();
-  ASSERT_EQ(g["max_seq_length"], 256);
+// Token ids and embeddings of the CPU path against the goldens of sentence-transformers: ids equal,
+// cosine >= 0.99999 and each element within 2e-5 per sentence, unit length after Normalize.
+void expect_matches_goldens(const EmbedAssets& a, const nlohmann::json& g) {
+  const int max_len = g["max_seq_length"].get<int>();
   EmbedOptions o;
-  CpuEncoder enc(*assets_, o, nullptr);
+  CpuEncoder enc(a, o, nullptr);
   const int64_t d = enc.dim();
   double worst = 1.0;
   for (const auto& c : g["cases"]) {
     const std::string text = c["text"];
     const auto want_ids = c["ids"].get<std::vector<int32_t>>();
-    EXPECT_EQ(assets_->tokenizer->encode(text, 256), want_ids) << text;
+    EXPECT_EQ(a.tokenizer->encode(text, max_len), want_ids) << text;
     std::vector<TextRow> rows(1);
     rows[0].text = text;
-    std::vector<float> v(static_cast<size_t>(d));
+    std::vector<float> v(static_cast<size_t>(d), std::nanf(""));
     std::vector<std::string> errors;
     std::vector<int64_t> tokens;
     enc.encode(rows, v.data(), &errors, &tokens);
@@ -89,15 +92,17 @@ TEST_F(MiniLM, TokensAndEmbeddingsMatchSentenceTransformers) {
     double norm = 0;
     for (float x : v) norm += static_cast<double>(x) * x;
     EXPECT_NEAR(norm, 1.0, 1e-5) << "modules.json's Normalize";
-    for (int64_t j = 0; j < d; ++j) EXPECT_NEAR(v[static_cast<size_t>(j)], want[static_cast<size_t>(j)], 2e-5) << text;
+    for (int64_t j = 0; j < d; ++j) {
+      EXPECT_NEAR(v[static_cast<size_t>(j)], want[static_cast<size_t>(j)], 2e-5) << text;
+    }
   }
-  std::printf("worst cosine to sentence-transformers: %.9f\n", worst);
+  std::printf("%s: worst cosine to sentence-transformers: %.9f\n", g["model"].get<std::string>().c_str(), worst);
 }
 
-TEST_F(MiniLM, BatchingDoesNotChangeAVector) {
-  const nlohmann::json g = goldens();
+// The goldens' sentences in one batch (one of them an error row) give the vectors each gives alone.
+void expect_batch_equals_single(const EmbedAssets& a, const nlohmann::json& g) {
   EmbedOptions o;
-  CpuEncoder enc(*assets_, o, nullptr);
+  CpuEncoder enc(a, o, nullptr);
   const int64_t d = enc.dim();
   std::vector<TextRow> rows;
   for (const auto& c : g["cases"]) {
@@ -111,14 +116,58 @@ TEST_F(MiniLM, BatchingDoesNotChangeAVector) {
   std::vector<int64_t> tokens;
   enc.encode(rows, all.data(), &errors, &tokens);
   EXPECT_EQ(errors[3], "a bad row in the middle");
-  for (int64_t j = 0; j < d; ++j) EXPECT_EQ(all[static_cast<size_t>(3 * d + j)], 0.0f);
+  for (int64_t j = 0; j < d; ++j) {
+    EXPECT_EQ(all[static_cast<size_t>(3 * d + j)], 0.0f);
+  }
   for (size_t i = 0; i < rows.size(); ++i) {
     if (i == 3) continue;
     std::vector<float> one(static_cast<size_t>(d));
     enc.encode({rows[i]}, one.data(), &errors, &tokens);
-    for (int64_t j = 0; j < d; ++j) ASSERT_EQ(one[static_cast<size_t>(j)], all[i * static_cast<size_t>(d) + static_cast<size_t>(j)]);
+    for (int64_t j = 0; j < d; ++j) {
+      ASSERT_EQ(one[static_cast<size_t>(j)], all[i * static_cast<size_t>(d) + static_cast<size_t>(j)]);
+    }
   }
 }
+
+TEST_F(MiniLM, TokensAndEmbeddingsMatchSentenceTransformers) {
+  const nlohmann::json g = goldens();
+  ASSERT_EQ(g["max_seq_length"], 256);
+  expect_matches_goldens(*assets_, g);
+}
+
+TEST_F(MiniLM, BatchingDoesNotChangeAVector) { expect_batch_equals_single(*assets_, goldens()); }
+
+// A random BERT with the head size of bert-base (tests/fixtures/bert/make_random_bert.py: 4 heads x
+// 64, F16 weights, a vocab.txt and no tokenizer.json), committed so that it runs everywhere.
+class RandomH64 : public ::testing::Test {
+ protected:
+  static std::string dir() { return test::fixture_path("bert/random_h64"); }
+  static nlohmann::json goldens() {
+    std::ifstream in(test::fixture_path("bert/random_h64_goldens.json"));
+    return nlohmann::json::parse(in);
+  }
+};
+
+TEST_F(RandomH64, FolderLoadsAsSentenceTransformersConfigures) {
+  const EmbedAssets a = load_embed_assets(dir());
+  EXPECT_EQ(a.model->config().head_dim(), 64);
+  EXPECT_EQ(a.model->config().hidden_size, 256);
+  EXPECT_TRUE(a.sentence.sentence_transformers);
+  EXPECT_EQ(a.sentence.pooling, Pooling::kMean);
+  EXPECT_TRUE(a.sentence.normalize);
+  EXPECT_EQ(a.sentence.max_seq_length, 128);
+}
+
+TEST_F(RandomH64, TokensAndEmbeddingsMatchSentenceTransformers) {
+  const nlohmann::json g = goldens();
+  ASSERT_EQ(g["max_seq_length"], 128);
+  bool truncated = false;
+  for (const auto& c : g["cases"]) truncated = truncated || c["ids"].size() == 128u;
+  ASSERT_TRUE(truncated) << "no golden sentence reaches max_seq_length";
+  expect_matches_goldens(load_embed_assets(dir()), g);
+}
+
+TEST_F(RandomH64, BatchingDoesNotChangeAVector) { expect_batch_equals_single(load_embed_assets(dir()), goldens()); }
 
 TEST(TokenWindows, CoverTheTextWithTheOverlapAsked) {
   std::vector<int32_t> ids = {101};

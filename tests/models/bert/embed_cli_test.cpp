@@ -2,7 +2,7 @@
 // two ranks under mpirun; embeddings.npy (numpy's format) row-aligned with ids.jsonl, every row once
 // in input order, bad rows as errors with zero vectors, vectors equal to sentence-transformers'
 // for the golden sentences, --resume doing nothing twice; then search and a BEIR eval on a tiny
-// folder whose answers are known.
+// folder whose answers are known; --vectors-jsonl equal to embeddings.npy.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -24,6 +24,37 @@ namespace flurry {
 namespace {
 
 std::string minilm_dir() { return std::string(FLURRY_SOURCE_DIR) + "/models-cache/all-MiniLM-L6-v2"; }
+
+// vectors.jsonl (--vectors-jsonl) against embeddings.npy and ids.jsonl of the same run: one line per
+// row in row order with the row's id and status, the vector of an ok row equal to its npy row (the
+// text round-trips a float exactly), null for an error row.
+void expect_vectors_jsonl_equal_npy(const fs::path& out) {
+  const NpyMatrix m = read_npy((out / "embeddings.npy").string());
+  std::ifstream ids_in(out / "ids.jsonl"), vec_in(out / "vectors.jsonl");
+  ASSERT_TRUE(vec_in.good()) << out / "vectors.jsonl" << " absent";
+  int64_t r = 0, ok_rows = 0;
+  for (std::string il, vl; std::getline(ids_in, il); ++r) {
+    ASSERT_TRUE(static_cast<bool>(std::getline(vec_in, vl))) << "vectors.jsonl ends before row " << r;
+    const json id = json::parse(il), v = json::parse(vl);
+    EXPECT_EQ(v["row"], r);
+    EXPECT_EQ(v["id"], id["id"]);
+    EXPECT_EQ(v["status"], id["status"]);
+    if (id["status"] != "ok") {
+      EXPECT_TRUE(v["vector"].is_null()) << vl;
+      continue;
+    }
+    ++ok_rows;
+    ASSERT_EQ(v["vector"].size(), static_cast<size_t>(m.cols)) << "row " << r;
+    for (int64_t j = 0; j < m.cols; ++j) {
+      ASSERT_EQ(v["vector"][static_cast<size_t>(j)].get<float>(), m.data[static_cast<size_t>(r * m.cols + j)])
+          << "row " << r << " element " << j;
+    }
+  }
+  EXPECT_EQ(r, m.rows);
+  EXPECT_GT(ok_rows, 0);
+  std::string extra;
+  EXPECT_FALSE(static_cast<bool>(std::getline(vec_in, extra))) << "vectors.jsonl has more lines than ids.jsonl";
+}
 
 class EmbedCli : public ::testing::Test {
  protected:
@@ -90,13 +121,15 @@ class EmbedCli : public ::testing::Test {
 };
 
 TEST_F(EmbedCli, AloneThenResume) {
-  auto run = test::run_command(embed("", "one", ""), 300);
+  auto run = test::run_command(embed("", "one", "--vectors-jsonl"), 300);
   EXPECT_EQ(run.exit_code, 1) << "two rows are errors\n" << run.output;
   check("one");
-  run = test::run_command(embed("", "one", "--resume"), 300);
+  expect_vectors_jsonl_equal_npy(dir_ / "one");
+  run = test::run_command(embed("", "one", "--resume --vectors-jsonl"), 300);
   EXPECT_EQ(run.exit_code, 1) << run.output;
   EXPECT_NE(run.output.find("4 of 4 inputs already have a record"), std::string::npos) << run.output;
   check("one");
+  expect_vectors_jsonl_equal_npy(dir_ / "one");
 }
 
 TEST_F(EmbedCli, TwoRanksUnderMpirunAndFloat16) {
@@ -106,7 +139,9 @@ TEST_F(EmbedCli, TwoRanksUnderMpirunAndFloat16) {
   auto run = test::run_command(embed(mpirun, "two", "--threads 1"), 300);
   EXPECT_EQ(run.exit_code, 1) << run.output;
   check("two");
-  run = test::run_command(embed("", "half", "--dtype float16"), 300);
+  EXPECT_FALSE(fs::exists(dir_ / "two" / "vectors.jsonl")) << "written only when asked";
+  run = test::run_command(embed("", "half", "--dtype float16 --vectors-jsonl"), 300);
+  expect_vectors_jsonl_equal_npy(dir_ / "half");
   const NpyMatrix h = read_npy((dir_ / "half" / "embeddings.npy").string());
   EXPECT_EQ(h.dtype, NpyDtype::kFloat16);
   const NpyMatrix f = read_npy((dir_ / "two" / "embeddings.npy").string());
@@ -197,6 +232,44 @@ TEST_F(EmbedCli, SearchAndBeirEval) {
   EXPECT_EQ(s["results"][0]["id"], "paris");
 }
 
+// --vectors-jsonl with the committed random head-dim-64 checkpoint (runs without `make models`),
+// under two ranks when mpirun is there: rank 0 writes the file once, in input order.
+TEST(EmbedCliVectors, VectorsJsonlEqualsTheNpyRows) {
+  const fs::path dir = test::fresh_temp_dir("embed-vectors");
+  {
+    std::ofstream c(dir / "in.jsonl");
+    for (int i = 0; i < 7; ++i) {
+      if (i == 3) {
+        c << json{{"_id", "missing"}}.dump() << "\n";  // no text field: an error row
+      } else {
+        c << json{{"_id", "d" + std::to_string(i)}, {"text", "the quick brown fox number " + std::to_string(i)}}.dump()
+          << "\n";
+      }
+    }
+  }
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  const std::string launcher =
+      std::string(FLURRY_MPIEXEC).empty()
+          ? std::string()
+          : std::string(FLURRY_MPIEXEC) + " --oversubscribe --bind-to none --mca btl self,vader --mca oob_tcp_if_include lo -np 2";
+  const auto run = test::run_command(launcher + " " + FLURRY_EMBED_BIN + " --device cpu --threads 1 --model " +
+                                         test::fixture_path("bert/random_h64") + " --id-field _id --chunk-rows 2 " +
+                                         "--vectors-jsonl --output-dir " + (dir / "out").string() + " " +
+                                         (dir / "in.jsonl").string() + " 2>&1",
+                                     300);
+  EXPECT_EQ(run.exit_code, 1) << "one row is an error\n" << run.output;
+  expect_vectors_jsonl_equal_npy(dir / "out");
+  std::ifstream vin(dir / "out" / "vectors.jsonl");
+  std::vector<json> lines;
+  for (std::string l; std::getline(vin, l);) lines.push_back(json::parse(l));
+  ASSERT_EQ(lines.size(), 7u);
+  EXPECT_EQ(lines[0]["id"], "d0");
+  EXPECT_EQ(lines[3]["status"], "error");
+  EXPECT_EQ(lines[6]["id"], "d6");
+  EXPECT_EQ(lines[6]["vector"].size(), 256u);
+  if (!HasFailure()) fs::remove_all(dir);
+}
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
