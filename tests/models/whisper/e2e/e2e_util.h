@@ -2,11 +2,14 @@
 // test time with espeak-ng.
 #pragma once
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "io/transcript.h"
 
 namespace flurry::test {
 
@@ -49,6 +52,27 @@ inline std::map<std::string, std::string> pipeline_speech(const std::filesystem:
                           "' '" + jfk + "' '" + s1_16 + "' '" + jfk + "' '" + longf + "'";
   if (std::system(cmd.c_str()) != 0) return {};
   return {{"jfk", jfk}, {"s0", s0}, {"s1", s1}, {"long", longf}};
+}
+
+// What is spoken in pipeline_speech's files, in the order long, jfk, s0, s1 (the WER references).
+inline std::vector<std::string> pipeline_speech_text() {
+  const std::string jfk =
+      "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+  const std::string& e0 = espeak_sentences()[0];
+  const std::string& e1 = espeak_sentences()[1];
+  return {jfk + " " + e0 + " " + jfk + " " + e1 + " " + jfk, jfk, e0, e1};
+}
+
+// Prints where two transcripts' tokens first differ; true when they are equal.
+inline bool same_tokens(const Transcript& want, const Transcript& got, const std::string& what) {
+  const auto& a = want.all_tokens;
+  const auto& b = got.all_tokens;
+  if (a == b) return true;
+  size_t i = 0;
+  while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
+  std::printf("%s: first differing token at %zu: want %d, got %d\n  want: %s\n  got:  %s\n", what.c_str(), i,
+              i < a.size() ? a[i] : -1, i < b.size() ? b[i] : -1, want.text.c_str(), got.text.c_str());
+  return false;
 }
 
 }  // namespace flurry::test

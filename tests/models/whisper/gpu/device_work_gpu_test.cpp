@@ -421,17 +421,6 @@ GpuRun run_gpu(const WhisperAssets& assets, const std::vector<std::string>& path
   return r;
 }
 
-bool same_tokens(const Transcript& want, const Transcript& got, const std::string& what) {
-  const auto& a = want.all_tokens;
-  const auto& b = got.all_tokens;
-  if (a == b) return true;
-  size_t i = 0;
-  while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
-  std::printf("%s: first differing token at %zu: want %d, got %d\n  want: %s\n  got:  %s\n", what.c_str(), i,
-              i < a.size() ? a[i] : -1, i < b.size() ? b[i] : -1, want.text.c_str(), got.text.c_str());
-  return false;
-}
-
 TEST(WhisperDevicePipeline, DeviceMelAndSelectionAgreeWithHostPaths) {
   FLURRY_REQUIRE_GPU();
   const std::string dir = test::real_whisper_dir();
@@ -442,12 +431,7 @@ TEST(WhisperDevicePipeline, DeviceMelAndSelectionAgreeWithHostPaths) {
   const std::vector<std::string> paths = {speech.at("long"), speech.at("jfk"), speech.at("s0"), speech.at("s1")};
   const WhisperAssets assets = load_whisper_assets(dir);
   const EnglishTextNormalizer norm;
-  const std::string jfk_text =
-      "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
-  const std::string& e0 = test::espeak_sentences()[0];
-  const std::string& e1 = test::espeak_sentences()[1];
-  const std::vector<std::string> truth = {jfk_text + " " + e0 + " " + jfk_text + " " + e1 + " " + jfk_text, jfk_text,
-                                          e0, e1};
+  const std::vector<std::string> truth = test::pipeline_speech_text();
 
   TranscribeOptions greedy;  // timestamps on, language detected
   greedy.temperatures = {0.0f};
@@ -472,7 +456,7 @@ TEST(WhisperDevicePipeline, DeviceMelAndSelectionAgreeWithHostPaths) {
       // Selection moved, the logits did not: the same tokens (sampling lanes get the same rows and
       // the same seeded draws). Beam scores add the device's fp32 logprobs (the host normalises in
       // double), so a beam ranking may flip on a last-bit tie: printed, held to the word rule.
-      const bool equal = same_tokens(host1.out[i], select1.out[i], what + " (device selection, batch 1)");
+      const bool equal = test::same_tokens(host1.out[i], select1.out[i], what + " (device selection, batch 1)");
       if (o == &defaults) {
         const std::string spoken = norm(truth[i]);
         EXPECT_LE(word_errors(spoken, norm(select1.out[i].text)).errors(),
@@ -495,8 +479,8 @@ TEST(WhisperDevicePipeline, DeviceMelAndSelectionAgreeWithHostPaths) {
       const std::string what = mode + " " + fs::path(paths[i]).filename().string();
       // Device mel: fp32 FFT vs the host's double STFT, through an fp16 encoder: a token may move
       // where two are nearly tied; the words may not get worse.
-      mel_equal += same_tokens(host.out[i], mel.out[i], what + " (device mel vs host mel)") ? 1 : 0;
-      both_equal += same_tokens(host.out[i], both.out[i], what + " (device mel + selection vs host)") ? 1 : 0;
+      mel_equal += test::same_tokens(host.out[i], mel.out[i], what + " (device mel vs host mel)") ? 1 : 0;
+      both_equal += test::same_tokens(host.out[i], both.out[i], what + " (device mel + selection vs host)") ? 1 : 0;
       const std::string spoken = norm(truth[i]);
       const int64_t host_errors = word_errors(spoken, norm(host.out[i].text)).errors();
       EXPECT_LE(word_errors(spoken, norm(mel.out[i].text)).errors(), host_errors) << what << ": " << mel.out[i].text;

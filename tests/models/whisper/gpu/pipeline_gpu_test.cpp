@@ -57,18 +57,6 @@ std::vector<Transcript> run_gpu(const WhisperAssets& assets, const std::vector<s
   return out;
 }
 
-// Prints where two transcripts first differ; returns true when their tokens are equal.
-bool compare_tokens(const Transcript& want, const Transcript& got, const std::string& what) {
-  const auto& a = want.all_tokens;
-  const auto& b = got.all_tokens;
-  if (a == b) return true;
-  size_t i = 0;
-  while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
-  std::printf("%s: first differing token at %zu: want %d, got %d\n  want: %s\n  got:  %s\n", what.c_str(), i,
-              i < a.size() ? a[i] : -1, i < b.size() ? b[i] : -1, want.text.c_str(), got.text.c_str());
-  return false;
-}
-
 TEST(WhisperGpuPipeline, EqualsCpuReferenceAndIsBatchInvariant) {
   FLURRY_REQUIRE_GPU();
   const std::string dir = test::real_whisper_dir();
@@ -79,12 +67,7 @@ TEST(WhisperGpuPipeline, EqualsCpuReferenceAndIsBatchInvariant) {
   const std::vector<std::string> paths = {speech.at("long"), speech.at("jfk"), speech.at("s0"), speech.at("s1")};
   const WhisperAssets assets = load_whisper_assets(dir);
   const EnglishTextNormalizer norm;
-  const std::string jfk_text =
-      "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
-  const std::string& e0 = test::espeak_sentences()[0];
-  const std::string& e1 = test::espeak_sentences()[1];
-  const std::vector<std::string> truth = {jfk_text + " " + e0 + " " + jfk_text + " " + e1 + " " + jfk_text, jfk_text,
-                                          e0, e1};
+  const std::vector<std::string> truth = test::pipeline_speech_text();
 
   TranscribeOptions greedy;
   greedy.temperatures = {0.0f};
@@ -101,9 +84,9 @@ TEST(WhisperGpuPipeline, EqualsCpuReferenceAndIsBatchInvariant) {
       double duration = 0;
       const Transcript ref = transcribe_file(assets, paths[i], *o, &duration);
       const std::string what = mode + " " + fs::path(paths[i]).filename().string();
-      equal += compare_tokens(ref, b8[i], what + " (gpu batch 8 vs cpu)") ? 1 : 0;
+      equal += test::same_tokens(ref, b8[i], what + " (gpu batch 8 vs cpu)") ? 1 : 0;
       ++total;
-      compare_tokens(b8[i], b1[i], what + " (gpu batch 1 vs batch 8)");
+      test::same_tokens(b8[i], b1[i], what + " (gpu batch 1 vs batch 8)");
       // Against the words spoken, the GPU may not do worse than the CPU reference.
       const std::string spoken = norm(truth[i]);
       const int64_t ref_errors = word_errors(spoken, norm(ref.text)).errors();
