@@ -251,13 +251,17 @@ void FeatureEncoder::encode(int64_t n, const FieldFn& field, DlrmBatch* batch, s
   batch->n = n;
   batch->dense.assign(static_cast<size_t>(n * nd), 0.0f);
   errors->assign(static_cast<size_t>(n), std::string());
-  // Per (bag, row) index lists, then flattened bag-major.
-  std::vector<std::vector<int32_t>> lists(static_cast<size_t>(nb * n));
+  // Each bag's indices in row order (a row's are kept only when the whole row encodes), then
+  // flattened bag-major; the per-row scratch is reused, so a batch allocates per bag, not per bag
+  // and row.
+  std::vector<std::vector<int32_t>> bag_indices(static_cast<size_t>(nb)), row_indices(static_cast<size_t>(nb));
+  std::vector<int32_t> counts(static_cast<size_t>(nb * n), 0);
   EncodeStats row_stats;
   for (int64_t i = 0; i < n; ++i) {
     std::string& err = (*errors)[static_cast<size_t>(i)];
     row_stats = EncodeStats();
     float* dense = batch->dense.data() + i * nd;
+    for (auto& r : row_indices) r.clear();
     for (size_t k = 0; k < dense_.size() && err.empty(); ++k) {
       const DenseSpec& d = *dense_[k].spec;
       const std::string* f = field(i, dense_[k].column);
@@ -298,26 +302,27 @@ void FeatureEncoder::encode(int64_t n, const FieldFn& field, DlrmBatch* batch, s
         err = "no column '" + cats_[k].spec->column + "' for categorical feature '" + cats_[k].spec->name + "'";
         break;
       }
-      auto& list = lists[static_cast<size_t>(cats_[k].bag * n + i)];
-      err = categorical_indices(static_cast<int>(k), *f, &list, &row_stats);
+      err = categorical_indices(static_cast<int>(k), *f, &row_indices[static_cast<size_t>(cats_[k].bag)], &row_stats);
     }
     if (!err.empty()) {
       std::fill(dense, dense + nd, 0.0f);
-      for (int64_t b = 0; b < nb; ++b) lists[static_cast<size_t>(b * n + i)].clear();
-    } else if (stats) {
-      stats->merge(row_stats);
+      continue;
     }
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto& r = row_indices[static_cast<size_t>(b)];
+      bag_indices[static_cast<size_t>(b)].insert(bag_indices[static_cast<size_t>(b)].end(), r.begin(), r.end());
+      counts[static_cast<size_t>(b * n + i)] = static_cast<int32_t>(r.size());
+    }
+    if (stats) stats->merge(row_stats);
   }
   batch->offsets.assign(static_cast<size_t>(nb * n + 1), 0);
   size_t total = 0;
-  for (const auto& l : lists) total += l.size();
+  for (const auto& l : bag_indices) total += l.size();
   FLURRY_CHECK(total < static_cast<size_t>(INT32_MAX), "a batch of " << total << " indices is too large for int32 offsets");
   batch->indices.clear();
   batch->indices.reserve(total);
-  for (size_t k = 0; k < lists.size(); ++k) {
-    batch->indices.insert(batch->indices.end(), lists[k].begin(), lists[k].end());
-    batch->offsets[k + 1] = static_cast<int32_t>(batch->indices.size());
-  }
+  for (const auto& l : bag_indices) batch->indices.insert(batch->indices.end(), l.begin(), l.end());
+  for (size_t k = 0; k < counts.size(); ++k) batch->offsets[k + 1] = batch->offsets[k] + counts[k];
 }
 
 }  // namespace flurry::dlrm
