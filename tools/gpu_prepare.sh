@@ -7,6 +7,8 @@
 #   .gpu/googletest         <- /usr/src/googletest     (googletest)
 #   .gpu/zlib               <- zlib.h, zconf.h, libz.a  (zlib1g-dev; Whisper's decoding uses zlib)
 #   .gpu/utf8proc           <- utf8proc.h, libutf8proc.a (libutf8proc-dev; the tokenizers' Unicode)
+#   .gpu/whisper-large-v3-tokenizer <- models-cache/ (tools/fetch_tokenizer.sh, when it has run):
+#                              bench/whisper/run_bench.sh runs the product pipeline with it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JSON_SRC=${JSON_SRC:-/usr/include/nlohmann}
@@ -25,4 +27,11 @@ mkdir -p .gpu/zlib
 cp /usr/include/zlib.h /usr/include/zconf.h /usr/lib/x86_64-linux-gnu/libz.a .gpu/zlib/
 mkdir -p .gpu/utf8proc
 cp /usr/include/utf8proc.h /usr/lib/x86_64-linux-gnu/libutf8proc.a .gpu/utf8proc/
+rm -rf .gpu/whisper-large-v3-tokenizer
+if [ -d models-cache/whisper-large-v3-tokenizer ]; then
+  cp -r models-cache/whisper-large-v3-tokenizer .gpu/
+else
+  echo "gpu_prepare: no models-cache/whisper-large-v3-tokenizer (tools/fetch_tokenizer.sh): the Whisper bench" \
+       "will run the engine alone, not the product pipeline" >&2
+fi
 echo "gpu_prepare: .gpu/ ready ($(du -sh .gpu | cut -f1)): include/nlohmann, googletest, zlib, utf8proc"

@@ -117,7 +117,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--manifest", required=True, help="manifest.json of the workload")
     ap.add_argument("--peer", help="the peer's JSON (or its log)")
-    ap.add_argument("--flurry", help="whisper_bench's JSON line (or its log)")
+    ap.add_argument("--flurry", help="whisper_bench's JSON line (or its log): the product pipeline, or the "
+                    "engine when the pipeline could not run")
+    ap.add_argument("--engine", help="whisper_bench's JSON line for the token-level scheduler alone, when "
+                    "--flurry is the product pipeline")
     ap.add_argument("--gemm-csv", help="gemm_bench --csv output")
     ap.add_argument("--meta", action="append", default=[], help="key=value for the entry header")
     ap.add_argument("--draft", help="append the draft RESULTS.md entry here")
@@ -127,7 +130,7 @@ def main():
     with open(args.manifest) as f:
         wl = json.load(f)["stats"]
     windows, steps, audio_s = wl["clips"], wl["decoder_steps"], wl["audio_seconds"]
-    peer, fl = load(args.peer), load(args.flurry)
+    peer, fl, eng = load(args.peer), load(args.flurry), load(args.engine)
     meta = dict(kv.split("=", 1) for kv in args.meta)
 
     ceil = dict((peer or {}).get("ceilings") or {})
@@ -177,9 +180,16 @@ def main():
             for e in peer["sweep"]))
     if not fl:
         out("flurry: no result (whisper_bench missing or failed; see run.log and flurry.log)")
+    if fl:
+        out(f"flurry row: {'the product pipeline (--pipeline)' if fl.get('schedule') == 'pipeline' else 'the engine (token-level scheduler)'}")
+    if eng and eng.get("rtfx"):
+        out(f"engine (token-level scheduler, same workload): RTFx {eng['rtfx']:.1f}, wall {eng['wall_s']:.2f} s, "
+            f"batch {eng.get('batch_size')}, forced-length mismatches {eng.get('forced_length_mismatches')}")
+        if fl and fl.get("rtfx") and fl.get("schedule") == "pipeline":
+            out(f"product / engine: {fl['rtfx'] / eng['rtfx']:.2f} (target >= 0.90)")
 
     out("ceilings (same run): " + (", ".join(f"{k} {v}" for k, v in ceil.items() if k != "how") or "none"))
-    summary = {"meta": meta, "workload": wl, "peer": peer, "flurry": fl, "ceilings": ceil}
+    summary = {"meta": meta, "workload": wl, "peer": peer, "flurry": fl, "engine": eng, "ceilings": ceil}
     if gemm and copy:
         lim = limit(windows, steps, audio_s, gemm, copy)
         summary["limit"] = lim

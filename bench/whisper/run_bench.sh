@@ -7,7 +7,10 @@
 # 1. builds gemm_bench and whisper_bench into $BUILD_GPU (default build-gpu, as make gpu-check) when
 #    nvcc is there and a binary is missing, 2. writes the workload (WAV + manifest), 3. measures the
 #    ceilings (gemm_bench f16 at the encoder's shapes; torch's device copy and GEMM), 4. runs
-#    flurry's whisper_bench when it exists, 5. runs the Hugging Face peer with what time is left,
+#    flurry's whisper_bench when it exists: the product pipeline (--pipeline, what flurry-whisper
+#    runs) when a large-v3 tokenizer folder is at hand (--tokenizer, or .gpu/ or models-cache/
+#    whisper-large-v3-tokenizer from tools/fetch_tokenizer.sh), then the engine alone (the
+#    token-level scheduler) on the same workload, 5. runs the Hugging Face peer with what time is left,
 #    6. prints the table, the ratio and the physical limit, and writes a draft bench/RESULTS.md
 #    entry. Everything goes to build-whisper-bench/run-<time>/, and to $OUT when it is set.
 #
@@ -35,6 +38,8 @@ SEED=2620
 APPEND=0
 CPU_TEST=0
 SAVE_WEIGHTS=""
+TOKENIZER=""
+RUN_ENGINE=1
 PY=${PYTHON:-python3}
 WORKDIR=build-whisper-bench
 
@@ -50,6 +55,9 @@ flags:
   --budget-s S         deadline for the whole run in seconds (default 540)
   --build | --no-build build the binaries even if present | never build
   --no-peer | --no-flurry
+  --tokenizer DIR      large-v3 tokenizer folder for the product pipeline (default: .gpu/ or
+                       models-cache/whisper-large-v3-tokenizer when present; none: engine only)
+  --no-engine          with the pipeline, skip the engine-only (scheduler) row
   --save-weights DIR   the peer saves its random weights there (3.1 GB) for whisper_bench --weights
   --seed N             workload seed (default 2620)
   --append-results     also append the draft entry to bench/RESULTS.md
@@ -68,6 +76,8 @@ while [ $# -gt 0 ]; do
     --no-build) DO_BUILD=no ;;
     --no-peer) RUN_PEER=0 ;;
     --no-flurry) RUN_FLURRY=0 ;;
+    --tokenizer) TOKENIZER=$2; shift ;;
+    --no-engine) RUN_ENGINE=0 ;;
     --save-weights) SAVE_WEIGHTS=$2; shift ;;
     --seed) SEED=$2; shift ;;
     --append-results) APPEND=1 ;;
@@ -159,21 +169,40 @@ if [ "$CPU_TEST" = 0 ] && [ -x "$COPY_BIN" ]; then
   timeout 60 "$COPY_BIN" >"$RES/copy_bench.txt" 2>&1 || say "ceilings: copy_bench failed"
 fi
 
-# 4. flurry first: it is the product, and the peer can use whatever time is left.
+# 4. flurry first: it is the product, and the peer can use whatever time is left. The product
+# pipeline needs a tokenizer beside the random weights; without one only the engine runs.
+if [ -z "$TOKENIZER" ]; then
+  for d in .gpu/whisper-large-v3-tokenizer models-cache/whisper-large-v3-tokenizer; do
+    if [ -f "$d/tokenizer.json" ] || [ -f "$d/vocab.json" ]; then TOKENIZER=$d; break; fi
+  done
+fi
 FLURRY_JSON=""
+ENGINE_JSON=""
+# run_flurry NAME ARGS...: whisper_bench into $RES/NAME.log and $RES/NAME.json; prints the JSON path.
+run_flurry() {
+  local name=$1 t rc
+  shift
+  t=$(( $(left) - 90 )); [ $t -lt 30 ] && t=30
+  say "flurry ($name): $FLURRY_BIN $* (limit ${t} s)" >&2
+  timeout "$t" "$FLURRY_BIN" "$@" >"$RES/$name.log" 2>&1
+  rc=$?
+  tail -n 20 "$RES/$name.log" | tee -a "$LOG" >&2
+  grep -E '^\s*\{' "$RES/$name.log" | tail -n 1 >"$RES/$name.json"
+  if [ -s "$RES/$name.json" ]; then echo "$RES/$name.json"; else say "flurry ($name): no JSON line (exit $rc)" >&2; fi
+}
 if [ "$RUN_FLURRY" = 1 ] && [ -x "$FLURRY_BIN" ]; then
   fargs=(--workload "$WL/manifest.tsv" --random-weights large-v3 --forced-lengths)
   [ -n "$FLURRY_BATCH" ] && fargs+=(--batch-size "$FLURRY_BATCH")
   [ -n "$SAVE_WEIGHTS" ] && [ -f "$SAVE_WEIGHTS/config.json" ] && fargs=(--workload "$WL/manifest.tsv" --weights "$SAVE_WEIGHTS" --forced-lengths)
   # shellcheck disable=SC2206
   [ -n "${FLURRY_ARGS:-}" ] && fargs+=(${FLURRY_ARGS})
-  t=$(( $(left) - 90 )); [ $t -lt 30 ] && t=30
-  say "flurry: $FLURRY_BIN ${fargs[*]} (limit ${t} s)"
-  timeout "$t" "$FLURRY_BIN" "${fargs[@]}" >"$RES/flurry.log" 2>&1
-  rc=$?
-  tail -n 20 "$RES/flurry.log" | tee -a "$LOG"
-  grep -E '^\s*\{' "$RES/flurry.log" | tail -n 1 >"$RES/flurry.json"
-  if [ -s "$RES/flurry.json" ]; then FLURRY_JSON=$RES/flurry.json; else say "flurry: no JSON line (exit $rc)"; fi
+  if [ -n "$TOKENIZER" ] && [ -z "$SAVE_WEIGHTS" ]; then
+    FLURRY_JSON=$(run_flurry flurry "${fargs[@]}" --pipeline --tokenizer "$TOKENIZER")
+    [ "$RUN_ENGINE" = 1 ] && ENGINE_JSON=$(run_flurry engine "${fargs[@]}" --no-ceilings)
+  else
+    say "flurry: no large-v3 tokenizer (--tokenizer; tools/fetch_tokenizer.sh): the engine alone, not the product pipeline"
+    FLURRY_JSON=$(run_flurry flurry "${fargs[@]}")
+  fi
 elif [ "$RUN_FLURRY" = 1 ]; then
   say "flurry: $FLURRY_BIN not found (not written yet, or not built): peer only"
 fi
@@ -196,7 +225,7 @@ fi
 # 6. Report and the draft RESULTS.md entry.
 say "report"
 "$PY" bench/whisper/report.py --manifest "$WL/manifest.json" ${PEER_JSON:+--peer "$PEER_JSON"} \
-  ${FLURRY_JSON:+--flurry "$FLURRY_JSON"} --gemm-csv "$RES/gemm_bench.csv" \
+  ${FLURRY_JSON:+--flurry "$FLURRY_JSON"} ${ENGINE_JSON:+--engine "$ENGINE_JSON"} --gemm-csv "$RES/gemm_bench.csv" \
   --meta "date=$DATE" --meta "gpu=$GPU" --meta "commit=$COMMIT" --meta "command=$CMDLINE" \
   --draft "$RES/RESULTS-entry.md" --json "$RES/summary.json" | tee "$RES/report.txt"
 if [ "$APPEND" = 1 ]; then
@@ -205,7 +234,7 @@ if [ "$APPEND" = 1 ]; then
 fi
 if [ -n "${OUT:-}" ] && [ -d "${OUT}" ]; then
   # At most 8 files come back from the device machine.
-  for f in report.txt RESULTS-entry.md summary.json run.log peer.log flurry.log gemm_bench.csv build.log; do
+  for f in report.txt RESULTS-entry.md summary.json run.log peer.log flurry.log engine.log build.log; do
     [ -f "$RES/$f" ] && tail -c 4000000 "$RES/$f" >"$OUT/$f"
   done
 fi

@@ -74,7 +74,8 @@ void verify_options(const DecodingOptions& o) {
   FLURRY_CHECK(!(o.patience > 0.0f && o.beam_size <= 0), "patience requires beam_size to be given");
   FLURRY_CHECK(!o.length_penalty || (*o.length_penalty >= 0.0 && *o.length_penalty <= 1.0),
                "length_penalty (alpha) should be a value between 0 and 1");
-  FLURRY_CHECK(o.beam_size >= 0 && o.best_of >= 0 && o.sample_len >= 0 && o.temperature >= 0.0f,
+  FLURRY_CHECK(o.beam_size >= 0 && o.best_of >= 0 && o.sample_len >= 0 && o.temperature >= 0.0f &&
+                   o.forced_length >= 0,
                "negative decoding option");
 }
 
@@ -264,6 +265,8 @@ DecodeRun::DecodeRun(DecoderModel& model, const SpecialTokens& sp, const Decodin
                "per-audio prompts: " << hooks.prompts.size() << " for " << n_audio << " audios");
   sp.validate(vocab_);
   sample_len_ = o.sample_len > 0 ? o.sample_len : n_ctx_ / 2;
+  FLURRY_CHECK(o.forced_length < sample_len_, "forced length " << o.forced_length << " leaves no step for EOT within "
+                                                                 << "sample_len " << sample_len_);
   n_group_ = beam_ ? o.beam_size : (o.best_of > 0 ? o.best_of : 1);
   if (beam_) {
     const double patience = o.patience > 0.0f ? o.patience : 1.0;
@@ -282,6 +285,7 @@ DecodeRun::DecodeRun(DecoderModel& model, const SpecialTokens& sp, const Decodin
   rule_set_.suppress = suppress_;
   rule_set_.timestamps = !o.without_timestamps;
   rule_set_.ts = ts_rules_;
+  rule_set_.forced_length = o.forced_length;
   if (model.selects_tokens()) {
     if (beam_) {
       select_k_ = std::min(o.beam_size + 1, vocab_);
@@ -325,6 +329,7 @@ void DecodeRun::filter_row(const Row& row, float* logits) {
   if (!o_.without_timestamps) {
     apply_timestamp_rules(logits, vocab_, row.tokens.data() + st.sample_begin, n_sampled, ts_rules_, scratch_);
   }
+  apply_forced_length(logits, vocab_, n_sampled, o_.forced_length, sp_.eot);
 }
 
 // GreedyDecoder.update for the rows of one audio: argmax or a draw; finished rows repeat EOT.

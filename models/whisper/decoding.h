@@ -38,9 +38,11 @@ struct LogitRuleSet {
   std::vector<int> suppress;      // resolve_suppress_tokens(); empty: none
   bool timestamps = false;        // ApplyTimestampRules on
   TimestampRules ts;              // eot is set whether or not timestamps are on
+  int forced_length = 0;          // apply_forced_length, last; 0: off
 
   bool operator==(const LogitRuleSet& o) const {
-    return suppress_blank == o.suppress_blank && blank_tokens == o.blank_tokens && suppress == o.suppress &&
+    return forced_length == o.forced_length && suppress_blank == o.suppress_blank &&
+           blank_tokens == o.blank_tokens && suppress == o.suppress &&
            timestamps == o.timestamps && ts.eot == o.ts.eot && ts.no_timestamps == o.ts.no_timestamps &&
            ts.timestamp_begin == o.ts.timestamp_begin &&
            ts.max_initial_timestamp_index == o.ts.max_initial_timestamp_index;
@@ -140,6 +142,11 @@ struct DecodingOptions {
   bool without_timestamps = false;
   std::optional<double> max_initial_timestamp = 1.0;  // seconds
   uint64_t seed = 0;  // for the default sampler
+  // Benchmarks only (not an openai-whisper option): > 0 forces every sequence of the window to
+  // exactly this many sampled tokens and then EOT (apply_forced_length, after the other rules), so
+  // that runs with random weights do the work of a real transcript of that length. Must be below
+  // sample_len. 0: off.
+  int forced_length = 0;
 };
 
 // Parses openai-whisper's comma-separated suppress_tokens option ("-1", "", "-1,220").

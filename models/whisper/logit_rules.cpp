@@ -57,6 +57,18 @@ void suppress_blank(float* logits, int vocab, int n_sampled, const std::vector<i
   logits[eot] = kNegInf;
 }
 
+void apply_forced_length(float* logits, int vocab, int n_sampled, int length, int eot) {
+  if (length <= 0) return;
+  FLURRY_CHECK(eot >= 0 && eot < vocab, "forced length: EOT " << eot << " outside vocab of " << vocab);
+  if (n_sampled < length) {
+    logits[eot] = kNegInf;
+    return;
+  }
+  mask_range(logits, 0, eot);
+  mask_range(logits, eot + 1, vocab);
+  logits[eot] = 0.0f;
+}
+
 void suppress_tokens(float* logits, int vocab, const std::vector<int>& ids) {
   for (int id : ids) {
     FLURRY_CHECK(id >= 0 && id < vocab, "suppressed token " << id << " outside vocab of " << vocab);

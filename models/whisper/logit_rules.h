@@ -52,6 +52,12 @@ void suppress_blank(float* logits, int vocab, int n_sampled, const std::vector<i
 // SuppressTokens: forbid every id in `ids` (ids outside [0, vocab) are an error).
 void suppress_tokens(float* logits, int vocab, const std::vector<int>& ids);
 
+// A forced decoded length (the benchmark's: the Hugging Face peer's ForcedLengths, a per-sequence
+// min_new_tokens plus an end there): with `length` > 0, EOT is forbidden while fewer than `length`
+// tokens have been sampled, and once `length` have been, every other id is forbidden and EOT's
+// logit is set to 0 (its log-softmax is then 0, as the peer's). length <= 0: nothing.
+void apply_forced_length(float* logits, int vocab, int n_sampled, int length, int eot);
+
 struct TimestampRules {
   int eot = -1;
   int no_timestamps = -1;

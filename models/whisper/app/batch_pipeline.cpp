@@ -48,6 +48,13 @@ Transcript WhisperPipeline::transcribe_item(InflightDecoder::Lane& lane, Pipelin
   const BpeTokenizer& tok = *assets_.tokenizer;
   auto detokenize = [&](const std::vector<int>& ids) { return tok.decode(ids, true); };
   const double duration = static_cast<double>(item.audio.size()) / kAudioSampleRate;
+  TranscribeOptions forced;
+  const TranscribeOptions* options = &opt_.transcribe;
+  if (item.forced_length > 0) {
+    forced = opt_.transcribe;
+    forced.decode.forced_length = item.forced_length;
+    options = &forced;
+  }
   if (opt_.backend_mel && lane.encodes_samples()) {
     // The backend finds the file's floor with the first window (floor NaN until then) and computes
     // each window's log-mel from the samples: the same definition as log_mel_whole's windows.
@@ -62,7 +69,7 @@ Transcript WhisperPipeline::transcribe_item(InflightDecoder::Lane& lane, Pipelin
       lane.encode_samples(w);
     };
     LaneSession session(lane);
-    Transcript t = transcribe(lane, assets_.special, opt_.transcribe, static_cast<int>(w.n_samples / kMelHop),
+    Transcript t = transcribe(lane, assets_.special, *options, static_cast<int>(w.n_samples / kMelHop),
                               encode_window, detokenize);
     t.duration = duration;
     std::vector<float>().swap(item.audio);
@@ -81,7 +88,7 @@ Transcript WhisperPipeline::transcribe_item(InflightDecoder::Lane& lane, Pipelin
     lane.encode_audio(window.data());
   };
   LaneSession session(lane);
-  Transcript t = transcribe(lane, assets_.special, opt_.transcribe, static_cast<int>(mel->content_frames),
+  Transcript t = transcribe(lane, assets_.special, *options, static_cast<int>(mel->content_frames),
                             encode_window, detokenize);
   t.duration = duration;
   return t;

@@ -29,6 +29,7 @@ struct PipelineItem {
   std::string path;          // audio file
   std::vector<float> audio;  // 16 kHz mono, filled by a reader (freed once the log-mel is made)
   std::string error;         // the input's fault found while reading; the item is not decoded
+  int forced_length = 0;     // benchmarks: DecodingOptions::forced_length for this file; 0: none
 };
 
 struct PipelineOptions {

@@ -296,11 +296,12 @@ struct GpuSlotBackend::Select {
   int S = 0;
   int32_t* d_n_sampled = nullptr;  // [S]
   int32_t* d_history = nullptr;    // [S, 3] summarize_history
+  int32_t* d_eot_after = nullptr;  // [S] forced lengths as what is left (LogitsArgs::eot_after), -1: none
   // [S, K]: a run of calls [b, e) writes from b * K on: argmaxes (stride 1) or top-k (stride k).
   int32_t* d_token = nullptr;
   float* d_logprob = nullptr;
   int32_t* d_error = nullptr;
-  PinnedBuffer h_in;   // n_sampled [S] | history [3 S]
+  PinnedBuffer h_in;   // n_sampled [S] | history [3 S] | eot_after [S]
   PinnedBuffer h_out;  // token [S K] | logprob [S K] | error [1]
   std::vector<Rules> rules;
   std::vector<int> rule_of_call;  // index into `rules`, -1: a full-row call
@@ -309,17 +310,18 @@ struct GpuSlotBackend::Select {
   explicit Select(int slots) : S(slots) {
     d_n_sampled = device_alloc<int32_t>(static_cast<size_t>(S));
     d_history = device_alloc<int32_t>(static_cast<size_t>(S) * 3);
+    d_eot_after = device_alloc<int32_t>(static_cast<size_t>(S));
     d_token = device_alloc<int32_t>(static_cast<size_t>(S) * K);
     d_logprob = device_alloc<float>(static_cast<size_t>(S) * K);
     d_error = device_alloc<int32_t>(1);
-    h_in = PinnedBuffer(static_cast<size_t>(S) * 4 * sizeof(int32_t));
+    h_in = PinnedBuffer(static_cast<size_t>(S) * 5 * sizeof(int32_t));
     h_out = PinnedBuffer((static_cast<size_t>(S) * 2 * K + 1) * sizeof(int32_t));
     rule_of_call.reserve(static_cast<size_t>(S));
     run_of_call.reserve(static_cast<size_t>(S));
   }
   ~Select() {
-    for (void* p : {static_cast<void*>(d_n_sampled), static_cast<void*>(d_history), static_cast<void*>(d_token),
-                    static_cast<void*>(d_logprob), static_cast<void*>(d_error)}) {
+    for (void* p : {static_cast<void*>(d_n_sampled), static_cast<void*>(d_history), static_cast<void*>(d_eot_after),
+                    static_cast<void*>(d_token), static_cast<void*>(d_logprob), static_cast<void*>(d_error)}) {
       (void)cudaFree(p);
     }
     for (Rules& r : rules) {
@@ -332,18 +334,21 @@ struct GpuSlotBackend::Select {
 
   int32_t* h_n_sampled() const { return h_in.as<int32_t>(); }
   int32_t* h_history() const { return h_in.as<int32_t>() + S; }
+  int32_t* h_eot_after() const { return h_in.as<int32_t>() + 4 * S; }
   int32_t* h_token() const { return h_out.as<int32_t>(); }
   float* h_logprob() const { return reinterpret_cast<float*>(h_out.as<int32_t>() + S * K); }
   int32_t* h_error() const { return h_out.as<int32_t>() + 2 * S * K; }
 
   // The index of `r` in `rules`, uploading its id lists the first time it is seen (outside the
-  // steady state: a run's rule sets are all seen in its first steps).
+  // steady state: a run's rule sets are all seen in its first steps). The forced length is per row
+  // (eot_after), not part of the key, so lanes with different lengths share one launch.
   int find_or_add(const LogitRuleSet& r) {
     for (size_t i = 0; i < rules.size(); ++i) {
-      if (rules[i].key == r) return static_cast<int>(i);
+      if (same_but_length(rules[i].key, r)) return static_cast<int>(i);
     }
     Rules e;
     e.key = r;
+    e.key.forced_length = 0;
     e.suppress = device_alloc<int32_t>(r.suppress.size());
     e.blank = device_alloc<int32_t>(r.blank_tokens.size());
     if (!r.suppress.empty()) {
@@ -356,6 +361,13 @@ struct GpuSlotBackend::Select {
     }
     rules.push_back(std::move(e));
     return static_cast<int>(rules.size()) - 1;
+  }
+
+  static bool same_but_length(const LogitRuleSet& key, const LogitRuleSet& r) {
+    if (r.forced_length == 0) return key == r;
+    LogitRuleSet q = r;
+    q.forced_length = 0;
+    return key == q;
   }
 
   LogitRulesGpu device_rules(int i) const {
@@ -553,8 +565,11 @@ void GpuSlotBackend::forward_select(const std::vector<SlotCall>& calls, float* l
   sel.rule_of_call.clear();
   int32_t* h_ns = sel.h_n_sampled();
   int32_t* h_hist = sel.h_history();
+  int32_t* h_left = sel.h_eot_after();
+  bool any_forced = false;
   for (int i = 0; i < n; ++i) {
     const SlotCall& c = calls[static_cast<size_t>(i)];
+    h_left[i] = -1;
     if (c.rules == nullptr) {
       sel.rule_of_call.push_back(-1);
       h_ns[i] = 0;
@@ -562,12 +577,20 @@ void GpuSlotBackend::forward_select(const std::vector<SlotCall>& calls, float* l
     }
     sel.rule_of_call.push_back(sel.find_or_add(*c.rules));
     h_ns[i] = summarize_history(c.sampled, c.n_sampled, c.rules->ts.timestamp_begin, h_hist + 3 * i);
+    if (c.rules->forced_length > 0) {
+      h_left[i] = std::max(c.rules->forced_length - c.n_sampled, 0);
+      any_forced = true;
+    }
   }
   cudaStream_t st = *g_.stream;
   CUDA_CHECK(cudaMemcpyAsync(sel.d_n_sampled, h_ns, static_cast<size_t>(n) * sizeof(int32_t), cudaMemcpyHostToDevice,
                              st));
   CUDA_CHECK(cudaMemcpyAsync(sel.d_history, h_hist, static_cast<size_t>(n) * 3 * sizeof(int32_t),
                              cudaMemcpyHostToDevice, st));
+  if (any_forced) {
+    CUDA_CHECK(cudaMemcpyAsync(sel.d_eot_after, h_left, static_cast<size_t>(n) * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, st));
+  }
   CUDA_CHECK(cudaMemsetAsync(sel.d_error, 0, sizeof(int32_t), st));
   // One launch per run of consecutive selected calls with one rule set and one k (usually all the
   // greedy calls, and each beam lane's).
@@ -595,6 +618,7 @@ void GpuSlotBackend::forward_select(const std::vector<SlotCall>& calls, float* l
       a.sampled_ld = 3;
       a.n_sampled = sel.d_n_sampled + b;
       a.rules = sel.device_rules(r);
+      if (any_forced) a.eot_after = sel.d_eot_after + b;
       if (k == 0) {
         a.argmax = sel.d_token + b * K;
         a.argmax_logprob = sel.d_logprob + b * K;

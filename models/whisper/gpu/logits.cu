@@ -239,6 +239,17 @@ __global__ void __launch_bounds__(kThreads) logits_kernel(const LogitsArgs a) {
     if (t.m > -INFINITY && t.m + logf(t.s) > t.bv) mask_range(x, 0, tb);
   }
   __syncthreads();
+  if (a.eot_after != nullptr) {
+    const int left = a.eot_after[row];
+    if (left > 0) {
+      if (tid == 0) x[r.eot] = -INFINITY;
+    } else if (left == 0) {
+      mask_range(x, 0, r.eot);
+      mask_range(x, r.eot + 1, vocab);
+      if (tid == 0) x[r.eot] = 0.0f;
+    }
+    __syncthreads();
+  }
 
   // Pass 1: normaliser and argmax of the filtered row.
   Stats p = stats_identity();
@@ -298,6 +309,9 @@ void logits_select(const LogitsArgs& a, cudaStream_t stream) {
     FLURRY_CHECK(r.eot >= 0 && r.eot < a.vocab, "logits_select: EOT " << r.eot << " outside vocab");
     FLURRY_CHECK(r.n_blank >= 0 && (r.n_blank == 0 || r.blank_ids), "logits_select: null blank list");
     FLURRY_CHECK(a.n_sampled != nullptr, "logits_select: SuppressBlank needs n_sampled");
+  }
+  if (a.eot_after != nullptr) {
+    FLURRY_CHECK(r.eot >= 0 && r.eot < a.vocab, "logits_select: forced lengths need EOT in the vocab (" << r.eot << ")");
   }
   if (r.timestamps) {
     FLURRY_CHECK(r.timestamp_begin > 0 && r.timestamp_begin < a.vocab && r.eot >= 0 &&

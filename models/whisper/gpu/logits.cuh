@@ -58,6 +58,11 @@ struct LogitsArgs {
   int64_t sampled_ld = 0;
   const int32_t* n_sampled = nullptr;
   LogitRulesGpu rules;
+  // Optional forced lengths (models/whisper/logit_rules.h apply_forced_length, applied after the
+  // rules), as what is left per row: eot_after[r] < 0 off; > 0: that many tokens still to come, EOT
+  // masked; == 0: every id but EOT masked and EOT's logit set to 0. Given as a remainder rather
+  // than a length so that it needs no full history (n_sampled may be a summary's count).
+  const int32_t* eot_after = nullptr;
   // Outputs (device). argmax and argmax_logprob: [rows], each optional.
   int32_t* argmax = nullptr;
   float* argmax_logprob = nullptr;

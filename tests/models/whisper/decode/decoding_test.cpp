@@ -146,6 +146,46 @@ TEST(WhisperDecoding, RejectsInconsistentOptions) {
   EXPECT_THROW(decode(model, sp, o, 1), flurry::Error);
 }
 
+// DecodingOptions::forced_length (benchmarks): greedy, beam search and best-of sampling all end with
+// exactly that many tokens, shorter and longer than the model's own.
+TEST(WhisperDecoding, ForcedLengthGivesExactlyThatManyTokens) {
+  const SpecialTokens sp = fake_special_tokens();
+  for (int mode = 0; mode < 3; ++mode) {
+    DecodingOptions o;
+    o.without_timestamps = true;
+    if (mode == 1) o.beam_size = 3;
+    if (mode == 2) {
+      o.temperature = 0.6f;
+      o.best_of = 2;
+      o.seed = 11;
+    }
+    FakeWhisperModel free_model;
+    free_model.set_audio(0, 4, 0);
+    const auto natural = decode(free_model, sp, o, 1);
+    for (int n : {1, 2, 9, 40}) {
+      SCOPED_TRACE("mode " + std::to_string(mode) + ", length " + std::to_string(n));
+      FakeWhisperModel model;
+      model.set_audio(0, 4, 0);
+      o.forced_length = n;
+      const auto r = decode(model, sp, o, 1);
+      EXPECT_EQ(static_cast<int>(r[0].tokens.size()), n);
+      for (int t : r[0].tokens) EXPECT_NE(t, sp.eot);
+      if (mode == 0 && n <= static_cast<int>(natural[0].tokens.size())) {
+        // Greedy: the same tokens as the free run up to the length (EOT was not the argmax there).
+        const std::vector<int> head(natural[0].tokens.begin(), natural[0].tokens.begin() + n);
+        EXPECT_EQ(r[0].tokens, head);
+      }
+    }
+    o.forced_length = 0;
+  }
+  DecodingOptions o;
+  o.sample_len = 10;
+  o.forced_length = 10;  // no step left for EOT
+  FakeWhisperModel model;
+  model.set_audio(0, 4, 0);
+  EXPECT_THROW(decode(model, sp, o, 1), flurry::Error);
+}
+
 TEST(WhisperDecoding, InitialTokensFollowOpenaiWhisper) {
   const SpecialTokens sp = fake_special_tokens();
   DecodingOptions o;

@@ -76,6 +76,30 @@ TEST(WhisperLogitRules, LogSoftmaxKeepsMaskedTokens) {
   EXPECT_NEAR(std::exp(y[0]) + std::exp(y[2]), 1.0, 1e-6);
 }
 
+// The benchmark's forced length (the Hugging Face peer's ForcedLengths): EOT masked before the
+// length, the only choice (logit 0) at and after it, nothing touched when off.
+TEST(WhisperLogitRules, ForcedLengthMasksThenForcesEot) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> row = {0.5f, 2.0f, -1.0f, 3.0f, 0.25f};  // EOT is id 3, the largest
+  std::vector<float> x = row;
+  apply_forced_length(x.data(), 5, 2, 3, 3);
+  EXPECT_EQ(masked(x), std::vector<int>({3}));
+  EXPECT_EQ(x[1], 2.0f);
+  x = row;
+  apply_forced_length(x.data(), 5, 3, 3, 3);
+  EXPECT_EQ(masked(x), std::vector<int>({0, 1, 2, 4}));
+  EXPECT_EQ(x[3], 0.0f);
+  x = row;
+  x[3] = -inf;  // EOT masked by an earlier rule: forced all the same
+  apply_forced_length(x.data(), 5, 7, 3, 3);
+  EXPECT_EQ(masked(x), std::vector<int>({0, 1, 2, 4}));
+  EXPECT_EQ(x[3], 0.0f);
+  x = row;
+  apply_forced_length(x.data(), 5, 9, 0, 3);
+  EXPECT_EQ(x, row);
+  EXPECT_THROW(apply_forced_length(x.data(), 5, 0, 2, 5), flurry::Error);
+}
+
 TEST(WhisperLogitRules, RejectsIdsOutsideVocab) {
   std::vector<float> x(10, 0.0f);
   EXPECT_THROW(suppress_tokens(x.data(), 10, {10}), flurry::Error);

@@ -63,7 +63,9 @@ class BatchPipeline : public ::testing::Test {
   static std::string file(const std::string& name) { return files_->at(name); }
 
   // The pipeline over `paths` with `batch` decoder slots (files in flight = batch / slots per file).
-  static PipelineRun pipeline(const std::vector<std::string>& paths, const TranscribeOptions& o, int batch) {
+  // forced[i] > 0: file i's PipelineItem::forced_length.
+  static PipelineRun pipeline(const std::vector<std::string>& paths, const TranscribeOptions& o, int batch,
+                              const std::vector<int>& forced = {}) {
     const int group = slots_per_file(o);
     const int files = std::max(1, batch / group);
     CpuSlotBackend backend(assets_->model, files * group, files, std::min(files, 8));
@@ -81,6 +83,7 @@ class BatchPipeline : public ::testing::Test {
           std::lock_guard<std::mutex> lock(mu);
           if (next_index == paths.size()) return false;
           item->index = static_cast<int64_t>(next_index);
+          if (!forced.empty()) item->forced_length = forced[next_index];
           item->path = paths[next_index++];
           return true;
         },
@@ -172,6 +175,27 @@ TEST_F(BatchPipeline, GreedyLongFormEqualsReferenceAtBatch8AndBatch1) {
   expect_same(b8.transcripts[1], b1.transcripts[0], "batch 1 vs 8: jfk");
   expect_same(b8.transcripts[3], b1.transcripts[1], "batch 1 vs 8: s0");
   EXPECT_EQ(b1.stats.sequence_steps, b1.stats.steps);
+}
+
+// Per-file forced lengths (whisper_bench's workload with random weights): every file ends with
+// exactly its length, shorter and longer than its speech, equal to the reference given the same
+// length; three files in flight, greedy without timestamps (the benchmark's decoding).
+TEST_F(BatchPipeline, ForcedLengthsPerFileEqualReference) {
+  TranscribeOptions o;
+  o.temperatures = {0.0f};
+  o.decode.language = "en";
+  o.decode.without_timestamps = true;
+  const std::vector<std::string> paths = {file("jfk"), file("s0"), file("s1")};
+  const std::vector<int> forced = {4, 45, 17};
+  const PipelineRun b = pipeline(paths, o, 8, forced);
+  for (size_t i = 0; i < paths.size(); ++i) {
+    TranscribeOptions fo = o;
+    fo.decode.forced_length = forced[i];
+    const std::vector<Transcript> ref = reference({paths[i]}, fo);
+    expect_same(ref[0], b.transcripts[i], "forced: " + paths[i]);
+    ASSERT_EQ(b.transcripts[i].segments.size(), 1u) << paths[i];
+    EXPECT_EQ(b.transcripts[i].segments[0].tokens.size(), static_cast<size_t>(forced[i])) << paths[i];
+  }
 }
 
 // Beam search (5 beams as 5 slots per file, forked on the backend every step) with timestamps, two

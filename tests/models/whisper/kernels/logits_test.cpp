@@ -12,7 +12,9 @@
 // random token histories (text and non-decreasing timestamps, lengths 0, 1, 2, 3, 10, 200, 447)
 // so that every branch of the pair and monotonic rules is taken. A row whose forcing decision is
 // within 1e-3 of the threshold (fp32 vs double could decide it either way) is drawn again.
-// Padding columns of the logits must stay untouched; outputs are poisoned.
+// Padding columns of the logits must stay untouched; outputs are poisoned. With forced lengths
+// (the benchmark's rule, apply_forced_length) rows get lengths below, at and above their history
+// and some none, passed to the kernel as what is left (LogitsArgs::eot_after).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -50,6 +52,7 @@ struct Options {
   int max_initial_timestamp_index = 50;
   int top_k = 5;
   bool want_logprobs = true;
+  bool forced_lengths = false;
 };
 
 struct Problem {
@@ -58,6 +61,7 @@ struct Problem {
   int64_t ld = 0, sampled_ld = 448;
   std::vector<float> logits;  // [rows, ld]; padding columns hold a sentinel
   std::vector<int32_t> sampled, n_sampled;
+  std::vector<int32_t> forced;  // per row, 0: none (Options::forced_lengths)
   std::vector<int> suppress, blank;
 };
 
@@ -93,6 +97,7 @@ std::vector<float> cpu_filter(const Problem& p, const Options& o, int r, const f
     std::vector<float> scratch;
     wh::apply_timestamp_rules(row.data(), p.v.vocab, p.sampled.data() + r * p.sampled_ld, n, rules, scratch);
   }
+  if (o.forced_lengths) wh::apply_forced_length(row.data(), p.v.vocab, n, p.forced[static_cast<size_t>(r)], p.v.eot);
   return row;
 }
 
@@ -120,6 +125,7 @@ Problem make_problem(const Vocab& v, int rows, int64_t pad, const Options& o, st
   p.logits.assign(static_cast<size_t>(rows * p.ld), kPadSentinel);
   p.sampled.assign(static_cast<size_t>(rows * p.sampled_ld), -1);
   p.n_sampled.assign(static_cast<size_t>(rows), 0);
+  p.forced.assign(static_cast<size_t>(rows), 0);
   // SuppressTokens: ~90 random text ids plus the specials resolve_suppress_tokens adds.
   std::uniform_int_distribution<int> text(0, v.eot - 1);
   for (int i = 0; i < 90; ++i) p.suppress.push_back(text(rng));
@@ -137,6 +143,11 @@ Problem make_problem(const Vocab& v, int rows, int64_t pad, const Options& o, st
     const std::vector<int32_t> h = random_history(v, n, rng);
     std::copy(h.begin(), h.end(), p.sampled.begin() + r * p.sampled_ld);
     p.n_sampled[static_cast<size_t>(r)] = n;
+    if (o.forced_lengths) {
+      // none, still to come, exactly reached, passed (the kernel sees 0 left for the last two)
+      const int kinds[] = {0, n + 1 + (r % 5), n, std::max(n - 2, 0)};
+      p.forced[static_cast<size_t>(r)] = kinds[(r / 2) % 4];
+    }
     std::vector<float> row(static_cast<size_t>(v.vocab));
     for (int attempt = 0;; ++attempt) {
       const float shift = shifts[(r / 7 + attempt) % 3];
@@ -162,7 +173,12 @@ GpuOut run_gpu(const Problem& p, const Options& o) {
   std::vector<int32_t> suppress(p.suppress.begin(), p.suppress.end()), blank(p.blank.begin(), p.blank.end());
   DeviceBuffer d_logits(p.logits.size() * 4), d_lp(rows * p.v.vocab * 4), d_sampled(p.sampled.size() * 4),
       d_n(rows * 4), d_sup(suppress.size() * 4 + 4), d_blank(blank.size() * 4 + 4), d_arg(rows * 4),
-      d_arg_lp(rows * 4), d_topk(rows * 10 * 4), d_topk_lp(rows * 10 * 4), d_err(4);
+      d_arg_lp(rows * 4), d_topk(rows * 10 * 4), d_topk_lp(rows * 10 * 4), d_err(4), d_left(rows * 4);
+  std::vector<int32_t> left(rows, -1);
+  for (size_t r = 0; r < rows && o.forced_lengths; ++r) {
+    if (p.forced[r] > 0) left[r] = std::max(p.forced[r] - p.n_sampled[r], 0);
+  }
+  CUDA_CHECK(cudaMemcpy(d_left.get(), left.data(), rows * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(d_logits.get(), p.logits.data(), p.logits.size() * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(d_sampled.get(), p.sampled.data(), p.sampled.size() * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(d_n.get(), p.n_sampled.data(), rows * 4, cudaMemcpyHostToDevice));
@@ -189,6 +205,7 @@ GpuOut run_gpu(const Problem& p, const Options& o) {
   a.rules.no_timestamps = p.v.no_timestamps;
   a.rules.timestamp_begin = p.v.timestamp_begin;
   a.rules.max_initial_timestamp_index = o.max_initial_timestamp_index;
+  if (o.forced_lengths) a.eot_after = static_cast<const int32_t*>(d_left.get());
   a.argmax = static_cast<int32_t*>(d_arg.get());
   a.argmax_logprob = static_cast<float*>(d_arg_lp.get());
   if (o.want_logprobs) {
@@ -313,6 +330,32 @@ TEST(LogitsGpu, RuleSubsets) {
     o.want_logprobs = mask != 1;
     check(make_problem(kSmall, 14, 1, o, rng), o, "small_rules" + std::to_string(mask));
   }
+}
+
+TEST(LogitsGpu, ForcedLengths) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("LogitsGpu.forced");
+  Options o;
+  o.forced_lengths = true;
+  const Problem p = make_problem(kV3, 28, 0, o, rng);
+  check(p, o, "v3_forced");
+  // The rule decided something: rows with EOT forced choose EOT at logprob 0.
+  const GpuOut g = run_gpu(p, o);
+  int ended = 0;
+  for (int r = 0; r < p.rows; ++r) {
+    const int f = p.forced[static_cast<size_t>(r)];
+    if (f > 0 && p.n_sampled[static_cast<size_t>(r)] >= f) {
+      EXPECT_EQ(g.argmax[static_cast<size_t>(r)], p.v.eot) << "row " << r;
+      EXPECT_EQ(g.argmax_lp[static_cast<size_t>(r)], 0.0f) << "row " << r;
+      ++ended;
+    } else if (f > 0) {
+      EXPECT_NE(g.argmax[static_cast<size_t>(r)], p.v.eot) << "row " << r;
+    }
+  }
+  EXPECT_GE(ended, 5);
+  o.timestamps = false;
+  o.top_k = 0;
+  check(make_problem(kSmall, 16, 3, o, rng), o, "small_forced_no_timestamps");
 }
 
 TEST(LogitsGpu, ErrorFlags) {
