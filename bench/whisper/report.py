@@ -121,6 +121,7 @@ def main():
                     "engine when the pipeline could not run")
     ap.add_argument("--engine", help="whisper_bench's JSON line for the token-level scheduler alone, when "
                     "--flurry is the product pipeline")
+    ap.add_argument("--capped", help="whisper_bench's JSON line for the product under --max-gpu-memory")
     ap.add_argument("--gemm-csv", help="gemm_bench --csv output")
     ap.add_argument("--meta", action="append", default=[], help="key=value for the entry header")
     ap.add_argument("--draft", help="append the draft RESULTS.md entry here")
@@ -130,7 +131,7 @@ def main():
     with open(args.manifest) as f:
         wl = json.load(f)["stats"]
     windows, steps, audio_s = wl["clips"], wl["decoder_steps"], wl["audio_seconds"]
-    peer, fl, eng = load(args.peer), load(args.flurry), load(args.engine)
+    peer, fl, eng, cap = load(args.peer), load(args.flurry), load(args.engine), load(args.capped)
     meta = dict(kv.split("=", 1) for kv in args.meta)
 
     ceil = dict((peer or {}).get("ceilings") or {})
@@ -187,9 +188,16 @@ def main():
             f"batch {eng.get('batch_size')}, forced-length mismatches {eng.get('forced_length_mismatches')}")
         if fl and fl.get("rtfx") and fl.get("schedule") == "pipeline":
             out(f"product / engine: {fl['rtfx'] / eng['rtfx']:.2f} (target >= 0.90)")
+    if cap and cap.get("rtfx"):
+        gib = (cap.get("max_gpu_memory_bytes") or 0) / 2**30
+        peak = (cap.get("peak_gpu_memory_bytes") or 0) / 2**30
+        out(f"product under --max-gpu-memory {gib:.0f} GiB: RTFx {cap['rtfx']:.1f}, batch {cap.get('batch_size')}, "
+            f"peak {peak:.1f} GiB, forced-length mismatches {cap.get('forced_length_mismatches')}")
+        if fl and fl.get("rtfx"):
+            out(f"capped / full memory: {cap['rtfx'] / fl['rtfx']:.2f} (target >= 0.60)")
 
     out("ceilings (same run): " + (", ".join(f"{k} {v}" for k, v in ceil.items() if k != "how") or "none"))
-    summary = {"meta": meta, "workload": wl, "peer": peer, "flurry": fl, "engine": eng, "ceilings": ceil}
+    summary = {"meta": meta, "workload": wl, "peer": peer, "flurry": fl, "engine": eng, "capped": cap, "ceilings": ceil}
     if gemm and copy:
         lim = limit(windows, steps, audio_s, gemm, copy)
         summary["limit"] = lim

@@ -10,7 +10,8 @@
 #    flurry's whisper_bench when it exists: the product pipeline (--pipeline, what flurry-whisper
 #    runs) when a large-v3 tokenizer folder is at hand (--tokenizer, or .gpu/ or models-cache/
 #    whisper-large-v3-tokenizer from tools/fetch_tokenizer.sh), then the engine alone (the
-#    token-level scheduler) on the same workload, 5. runs the Hugging Face peer with what time is left,
+#    token-level scheduler) on the same workload, and the product again under --max-gpu-memory
+#    (default 20GiB, an A10G-class card; --cap-gib), 5. runs the Hugging Face peer with what time is left,
 #    6. prints the table, the ratio and the physical limit, and writes a draft bench/RESULTS.md
 #    entry. Everything goes to build-whisper-bench/run-<time>/, and to $OUT when it is set.
 #
@@ -40,6 +41,7 @@ CPU_TEST=0
 SAVE_WEIGHTS=""
 TOKENIZER=""
 RUN_ENGINE=1
+CAP_GIB=20
 PY=${PYTHON:-python3}
 WORKDIR=build-whisper-bench
 
@@ -58,6 +60,7 @@ flags:
   --tokenizer DIR      large-v3 tokenizer folder for the product pipeline (default: .gpu/ or
                        models-cache/whisper-large-v3-tokenizer when present; none: engine only)
   --no-engine          with the pipeline, skip the engine-only (scheduler) row
+  --cap-gib N          also run the product with --max-gpu-memory NGiB (default 20; 0: skip)
   --save-weights DIR   the peer saves its random weights there (3.1 GB) for whisper_bench --weights
   --seed N             workload seed (default 2620)
   --append-results     also append the draft entry to bench/RESULTS.md
@@ -78,6 +81,7 @@ while [ $# -gt 0 ]; do
     --no-flurry) RUN_FLURRY=0 ;;
     --tokenizer) TOKENIZER=$2; shift ;;
     --no-engine) RUN_ENGINE=0 ;;
+    --cap-gib) CAP_GIB=$2; shift ;;
     --save-weights) SAVE_WEIGHTS=$2; shift ;;
     --seed) SEED=$2; shift ;;
     --append-results) APPEND=1 ;;
@@ -178,6 +182,7 @@ if [ -z "$TOKENIZER" ]; then
 fi
 FLURRY_JSON=""
 ENGINE_JSON=""
+CAP_JSON=""
 # run_flurry NAME ARGS...: whisper_bench into $RES/NAME.log and $RES/NAME.json; prints the JSON path.
 run_flurry() {
   local name=$1 t rc
@@ -199,6 +204,10 @@ if [ "$RUN_FLURRY" = 1 ] && [ -x "$FLURRY_BIN" ]; then
   if [ -n "$TOKENIZER" ] && [ -z "$SAVE_WEIGHTS" ]; then
     FLURRY_JSON=$(run_flurry flurry "${fargs[@]}" --pipeline --tokenizer "$TOKENIZER")
     [ "$RUN_ENGINE" = 1 ] && ENGINE_JSON=$(run_flurry engine "${fargs[@]}" --no-ceilings)
+    if [ "$CAP_GIB" != 0 ] && [ -z "$FLURRY_BATCH" ]; then
+      CAP_JSON=$(run_flurry capped "${fargs[@]}" --pipeline --tokenizer "$TOKENIZER" --no-ceilings \
+                 --max-gpu-memory "${CAP_GIB}GiB")
+    fi
   else
     say "flurry: no large-v3 tokenizer (--tokenizer; tools/fetch_tokenizer.sh): the engine alone, not the product pipeline"
     FLURRY_JSON=$(run_flurry flurry "${fargs[@]}")
@@ -225,7 +234,8 @@ fi
 # 6. Report and the draft RESULTS.md entry.
 say "report"
 "$PY" bench/whisper/report.py --manifest "$WL/manifest.json" ${PEER_JSON:+--peer "$PEER_JSON"} \
-  ${FLURRY_JSON:+--flurry "$FLURRY_JSON"} ${ENGINE_JSON:+--engine "$ENGINE_JSON"} --gemm-csv "$RES/gemm_bench.csv" \
+  ${FLURRY_JSON:+--flurry "$FLURRY_JSON"} ${ENGINE_JSON:+--engine "$ENGINE_JSON"} \
+  ${CAP_JSON:+--capped "$CAP_JSON"} --gemm-csv "$RES/gemm_bench.csv" \
   --meta "date=$DATE" --meta "gpu=$GPU" --meta "commit=$COMMIT" --meta "command=$CMDLINE" \
   --draft "$RES/RESULTS-entry.md" --json "$RES/summary.json" | tee "$RES/report.txt"
 if [ "$APPEND" = 1 ]; then
@@ -234,7 +244,7 @@ if [ "$APPEND" = 1 ]; then
 fi
 if [ -n "${OUT:-}" ] && [ -d "${OUT}" ]; then
   # At most 8 files come back from the device machine.
-  for f in report.txt RESULTS-entry.md summary.json run.log peer.log flurry.log engine.log build.log; do
+  for f in report.txt RESULTS-entry.md summary.json run.log peer.log flurry.log engine.log capped.log; do
     [ -f "$RES/$f" ] && tail -c 4000000 "$RES/$f" >"$OUT/$f"
   done
 fi

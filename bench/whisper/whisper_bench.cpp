@@ -83,6 +83,9 @@ const char* kUsage =
     "  --host-select            --pipeline: logits rows to the host for the token choice, not\n"
     "                           chosen on the device (the A/B of each device-side step)\n"
     "  --batch-size N           decoder slots (in-flight batching); default: from free memory\n"
+    "  --max-gpu-memory SIZE    cap the model + state at SIZE (e.g. 20GiB, an A10G-class card;\n"
+    "                           suffixes K/M/G/T with or without i, bytes without): slots are\n"
+    "                           chosen within it and the arena is bounded by it\n"
     "  --encoder-batch N        windows per encoder batch (default 8)\n"
     "  --max-clips N            only the first N clips of the manifest\n"
     "  --readers N              audio reader threads (default: hardware threads, at most 16)\n"
@@ -102,7 +105,32 @@ struct Args {
   bool forced = false, ceilings = true, static_batches = false, by_duration = true, pipeline = false;
   bool host_mel = false, host_select = false;
   int batch_size = 0, encoder_batch = 8, max_clips = 0, readers = 0, warmup_clips = -1;
+  size_t max_gpu_bytes = 0;  // --max-gpu-memory; 0: no cap
 };
+
+// "20GiB", "20G", "512MiB", "1e9" style sizes: a number and an optional K/M/G/T suffix (decimal,
+// or binary with "i"), optionally followed by "B". 0 or garbage: the caller's error.
+size_t parse_size(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || !(v > 0)) return 0;
+  std::string unit(end);
+  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
+  double scale = 1;
+  if (!unit.empty()) {
+    const bool binary = unit.size() == 2 && (unit[1] == 'i' || unit[1] == 'I');
+    if (unit.size() > 2 || (unit.size() == 2 && !binary)) return 0;
+    const double base = binary ? 1024.0 : 1000.0;
+    switch (unit[0]) {
+      case 'k': case 'K': scale = base; break;
+      case 'm': case 'M': scale = base * base; break;
+      case 'g': case 'G': scale = base * base * base; break;
+      case 't': case 'T': scale = base * base * base * base; break;
+      default: return 0;
+    }
+  }
+  return static_cast<size_t>(v * scale);
+}
 
 Args parse_args(int argc, char** argv) {
   Args a;
@@ -148,6 +176,13 @@ Args parse_args(int argc, char** argv) {
       a.host_select = true;
     } else if (f == "--batch-size") {
       a.batch_size = static_cast<int>(number());
+    } else if (f == "--max-gpu-memory") {
+      const std::string v = value();
+      a.max_gpu_bytes = parse_size(v);
+      if (a.max_gpu_bytes == 0) {
+        std::fprintf(stderr, "whisper_bench: --max-gpu-memory wants a size such as 20GiB, not '%s'\n", v.c_str());
+        std::exit(2);
+      }
     } else if (f == "--encoder-batch") {
       a.encoder_batch = static_cast<int>(number());
     } else if (f == "--max-clips") {
@@ -455,17 +490,27 @@ TokenIds token_ids(int64_t vocab) {
 
 // Slots: --batch-size, else the most (multiple of 8, at most 256) whose plan fits the free memory
 // less WhisperGpu::create's margin and 2 GiB for the libraries' own allocations.
+// Bytes the model + state may take: the free memory less a margin for the runtime and the
+// libraries' own allocations (cuBLASLt, cuFFT), capped at --max-gpu-memory.
+size_t memory_budget(const Args& a) {
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  const size_t reserve = std::max<size_t>(size_t{512} << 20, total_b / 50) + (size_t{2} << 30);
+  size_t budget = free_b > reserve ? free_b - reserve : 0;
+  if (a.max_gpu_bytes > 0) budget = std::min(budget, a.max_gpu_bytes);
+  return budget;
+}
+
 int choose_slots(const WhisperConfig& c, const Args& a, WhisperGpuOptions* o) {
+  o->max_gpu_memory = a.max_gpu_bytes;
   if (a.batch_size > 0) {
     o->plan = inflight_plan(a.batch_size, a.encoder_batch);
     return a.batch_size;
   }
-  size_t free_b = 0, total_b = 0;
-  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  const size_t reserve = std::max<size_t>(size_t{512} << 20, total_b / 50) + (size_t{2} << 30);
+  const size_t budget = memory_budget(a);
   for (int s = 256; s >= 8; s -= 8) {
     o->plan = inflight_plan(s, a.encoder_batch);
-    if (whisper_gpu_bytes(c, *o) + reserve <= free_b) return s;
+    if (whisper_gpu_bytes(c, *o) <= budget) return s;
   }
   o->plan = inflight_plan(8, a.encoder_batch);
   return 8;
@@ -596,6 +641,7 @@ void report(const Args& a, const WhisperConfig& cfg, const Ceilings& ceil, const
     << json_escape(std::filesystem::absolute(a.workload).string()) << "\", \"clips\": " << m.clips
     << ", \"audio_seconds\": " << m.audio_seconds << ", \"processed_seconds\": " << m.processed_seconds
     << ", \"decoder_steps\": " << r.decoder_steps << ", \"batch_size\": " << m.slots
+    << ", \"max_gpu_memory_bytes\": " << a.max_gpu_bytes
     << ", \"encoder_batch\": " << a.encoder_batch << ", \"schedule\": \""
     << (a.pipeline ? "pipeline" : a.static_batches ? "static" : "inflight") << "\", \"order\": \""
     << (a.by_duration ? "duration" : "manifest") << "\"" << ", \"wall_s\": " << m.wall_s << ", \"rtfx\": " << rtfx
@@ -687,14 +733,9 @@ int pipeline_main(const Args& a, std::vector<Clip>& clips, const Ceilings& ceil,
   if (a.forced) o.no_speech_threshold.reset();
   WhisperGpuOptions opts;
   opts.dtype = DType::F16;
+  opts.max_gpu_memory = a.max_gpu_bytes;
   int slots = a.batch_size;
-  if (slots <= 0) {
-    size_t free_b = 0, total_b = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    const size_t reserve = std::max<size_t>(size_t{512} << 20, total_b / 50) + (size_t{2} << 30);
-    slots = std::max(8, pipeline_slots_for_memory(cfg, opts, 1, a.encoder_batch,
-                                                  free_b > reserve ? free_b - reserve : 0, 256));
-  }
+  if (slots <= 0) slots = std::max(8, pipeline_slots_for_memory(cfg, opts, 1, a.encoder_batch, memory_budget(a), 256));
   const int enc_batch = std::min(a.encoder_batch, slots);
   opts.plan = pipeline_plan(slots, slots, enc_batch);
   std::unique_ptr<WhisperGpu> gpu = WhisperGpu::create(cfg, Checkpoint::open(folder.dir()), opts);
