@@ -100,8 +100,9 @@ void CpuInflightBackend::step(const std::vector<int>& slots, const std::vector<i
 
 namespace flurry::whisper {
 
-CpuSlotBackend::CpuSlotBackend(std::shared_ptr<const WhisperModel> model, int slots, int audios, int encoder_batch)
-    : model_(std::move(model)), enc_batch_(encoder_batch) {
+CpuSlotBackend::CpuSlotBackend(std::shared_ptr<const WhisperModel> model, int slots, int audios, int encoder_batch,
+                               bool select)
+    : model_(std::move(model)), enc_batch_(encoder_batch), select_(select) {
   FLURRY_CHECK(model_ != nullptr, "CpuSlotBackend: no model");
   FLURRY_CHECK(slots >= 1 && audios >= 1 && encoder_batch >= 1,
                "CpuSlotBackend: " << slots << " slots, " << audios << " audios, encoder batch " << encoder_batch);
@@ -158,6 +159,24 @@ void CpuSlotBackend::forward(const std::vector<SlotCall>& calls, float* last, fl
     std::memcpy(last + i * vocab, l, vocab * sizeof(float));
   }
   stats.decoder_s += since(t0);
+}
+
+void CpuSlotBackend::forward_select(const std::vector<SlotCall>& calls, float* last, float* aux_out, int32_t* token,
+                                    float* logprob, InflightStats& stats) {
+  FLURRY_CHECK(select_, "CpuSlotBackend: forward_select with selection off");
+  const size_t vocab = static_cast<size_t>(this->vocab());
+  rows_.resize(calls.size() * vocab);
+  forward(calls, rows_.data(), aux_out, stats);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const SlotCall& c = calls[i];
+    float* row = rows_.data() + i * vocab;
+    if (c.rules == nullptr) {
+      std::memcpy(last + i * vocab, row, vocab * sizeof(float));
+      continue;
+    }
+    select_from_row(*c.rules, row, static_cast<int>(vocab), c.sampled, c.n_sampled, c.top_k, c.temperature, c.uniform,
+                    token + i * kMaxSelectTopK, logprob + i * kMaxSelectTopK);
+  }
 }
 
 void CpuSlotBackend::copy_slot(int from, int to, int len) {

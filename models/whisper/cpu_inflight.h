@@ -46,9 +46,14 @@ class CpuInflightBackend : public InflightBackend {
 // encoding by pointer; each call runs the reference decoder_step with the token chunks
 // CpuDecoderModel uses (up to the aux position, then the rest), so a sequence's logits are bit for
 // bit those of the one-file-at-a-time reference, whatever else is in the batch.
+//
+// With `select` it also answers forward_select (greedy, beam candidates and sampling, by
+// select_from_row on each row), as the GPU backend does on the device: the CPU proof of the lanes'
+// and InflightDecoder's selection plumbing. The product's CPU path leaves it off (rows to the lanes).
 class CpuSlotBackend : public SlotBackend {
  public:
-  CpuSlotBackend(std::shared_ptr<const WhisperModel> model, int slots, int audios, int encoder_batch);
+  CpuSlotBackend(std::shared_ptr<const WhisperModel> model, int slots, int audios, int encoder_batch,
+                 bool select = false);
 
   int vocab() const override;
   int n_text_ctx() const override;
@@ -59,10 +64,16 @@ class CpuSlotBackend : public SlotBackend {
   void forward(const std::vector<SlotCall>& calls, float* last, float* aux_out, InflightStats& stats) override;
   void copy_slot(int from, int to, int len) override;
   int spare_slot() const override { return slots(); }
+  bool selects_tokens() const override { return select_; }
+  bool samples_tokens() const override { return select_; }
+  void forward_select(const std::vector<SlotCall>& calls, float* last, float* aux_out, int32_t* token, float* logprob,
+                      InflightStats& stats) override;
 
  private:
   std::shared_ptr<const WhisperModel> model_;
   int enc_batch_;
+  bool select_ = false;
+  std::vector<float> rows_;
   std::vector<std::unique_ptr<WhisperState>> audios_, slots_;
 };
 

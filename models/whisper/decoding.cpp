@@ -86,23 +86,68 @@ void DecoderModel::forward_select(const std::vector<std::vector<int>>&, const Se
   FLURRY_FAIL("this decoder model does not select tokens itself (selects_tokens() is false)");
 }
 
-int RandomSampler::sample(const float* logits, int vocab, float temperature) {
-  weights_.resize(static_cast<size_t>(vocab));
+void apply_rule_set(const LogitRuleSet& r, float* logits, int vocab, const int* sampled, int n_sampled,
+                    std::vector<float>& scratch) {
+  if (r.suppress_blank) suppress_blank(logits, vocab, n_sampled, r.blank_tokens, r.ts.eot);
+  if (!r.suppress.empty()) suppress_tokens(logits, vocab, r.suppress);
+  if (r.timestamps) apply_timestamp_rules(logits, vocab, sampled, n_sampled, r.ts, scratch);
+  apply_forced_length(logits, vocab, n_sampled, r.forced_length, r.ts.eot);
+}
+
+void select_from_row(const LogitRuleSet& rules, float* logits, int vocab, const int* sampled, int n_sampled,
+                     int top_k, float temperature, double uniform, int32_t* token_out, float* logprob_out) {
+  FLURRY_CHECK(top_k >= 0 && top_k <= vocab && (temperature == 0.0f || top_k == 0),
+               "select_from_row: top_k " << top_k << " at temperature " << temperature);
+  std::vector<float> scratch, lp(static_cast<size_t>(vocab));
+  apply_rule_set(rules, logits, vocab, sampled, n_sampled, scratch);
+  log_softmax(logits, vocab, lp.data());
+  if (top_k == 0) {
+    int tok = 0;
+    if (temperature > 0.0f) {
+      std::vector<double> cdf;
+      tok = sample_inverse_cdf(logits, vocab, temperature, uniform, cdf);
+    } else {
+      tok = static_cast<int>(std::max_element(logits, logits + vocab) - logits);
+    }
+    token_out[0] = tok;
+    logprob_out[0] = lp[static_cast<size_t>(tok)];
+    return;
+  }
+  std::vector<int> idx(static_cast<size_t>(vocab));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::partial_sort(idx.begin(), idx.begin() + top_k, idx.end(), [&](int a, int b) {
+    const float la = lp[static_cast<size_t>(a)], lb = lp[static_cast<size_t>(b)];
+    return la > lb || (la == lb && a < b);
+  });
+  for (int i = 0; i < top_k; ++i) {
+    token_out[i] = idx[static_cast<size_t>(i)];
+    logprob_out[i] = lp[static_cast<size_t>(idx[static_cast<size_t>(i)])];
+  }
+}
+
+double TokenSampler::uniform() { FLURRY_FAIL("this sampler does not draw uniforms (draws_uniform() is false)"); }
+
+int sample_inverse_cdf(const float* logits, int vocab, float temperature, double u, std::vector<double>& weights) {
+  weights.resize(static_cast<size_t>(vocab));
   float mx = kNegInf;
   for (int i = 0; i < vocab; ++i) mx = std::max(mx, logits[i] / temperature);
   FLURRY_CHECK(mx > kNegInf, "every token is suppressed");
   double total = 0.0;
   for (int i = 0; i < vocab; ++i) {
     total += std::exp(static_cast<double>(logits[i] / temperature) - mx);
-    weights_[static_cast<size_t>(i)] = total;
+    weights[static_cast<size_t>(i)] = total;
   }
-  const double target = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * total;
-  const auto it = std::upper_bound(weights_.begin(), weights_.end(), target);
-  if (it != weights_.end()) return static_cast<int>(it - weights_.begin());
+  const double target = u * total;
+  const auto it = std::upper_bound(weights.begin(), weights.end(), target);
+  if (it != weights.end()) return static_cast<int>(it - weights.begin());
   for (int i = vocab - 1; i > 0; --i) {  // target rounded up to total: the last token with mass
-    if (weights_[static_cast<size_t>(i)] > weights_[static_cast<size_t>(i - 1)]) return i;
+    if (weights[static_cast<size_t>(i)] > weights[static_cast<size_t>(i - 1)]) return i;
   }
   return 0;
+}
+
+int RandomSampler::sample(const float* logits, int vocab, float temperature) {
+  return sample_inverse_cdf(logits, vocab, temperature, uniform(), weights_);
 }
 
 std::vector<int> parse_suppress_tokens(const std::string& csv) {
@@ -247,6 +292,7 @@ class DecodeRun {
   TimestampRules ts_rules_;
   LogitRuleSet rule_set_;       // the same rules as data, for a model that selects
   bool model_selects_ = false;  // greedy at temperature 0, or beam search, on a model with forward_select()
+  bool model_samples_ = false;  // model_selects_ at temperature > 0: the model draws with our uniforms
   int select_k_ = 0;            // the query's top_k: 0 greedy, beam_size + 1 beam search
   std::vector<AudioState> audio_;
   std::vector<Row> rows_;
@@ -286,18 +332,23 @@ DecodeRun::DecodeRun(DecoderModel& model, const SpecialTokens& sp, const Decodin
   rule_set_.timestamps = !o.without_timestamps;
   rule_set_.ts = ts_rules_;
   rule_set_.forced_length = o.forced_length;
-  if (model.selects_tokens()) {
-    if (beam_) {
-      select_k_ = std::min(o.beam_size + 1, vocab_);
-      model_selects_ = select_k_ <= model.max_select_top_k();
-    } else {
-      model_selects_ = o.temperature == 0.0f;
-    }
-  }
   sampler_ = hooks.sampler;
   if (!sampler_ && !beam_ && o.temperature > 0.0f) {
     own_sampler_ = std::make_unique<RandomSampler>(o.seed);
     sampler_ = own_sampler_.get();
+  }
+  if (model.selects_tokens()) {
+    if (beam_) {
+      select_k_ = std::min(o.beam_size + 1, vocab_);
+      model_selects_ = select_k_ <= model.max_select_top_k();
+    } else if (o.temperature == 0.0f) {
+      model_selects_ = true;
+    } else {
+      // Sampling on the model's side with the sampler's own uniforms, drawn here in the order the
+      // host path would draw them (audio by audio, row by row), so the tokens are the host's.
+      model_selects_ = sampler_->draws_uniform() && model.samples_tokens();
+      model_samples_ = model_selects_;
+    }
   }
 }
 
@@ -324,12 +375,7 @@ void DecodeRun::setup_audio() {
 void DecodeRun::filter_row(const Row& row, float* logits) {
   const AudioState& st = audio_[static_cast<size_t>(row.audio)];
   const int n_sampled = static_cast<int>(row.tokens.size()) - st.sample_begin;
-  if (o_.suppress_blank) suppress_blank(logits, vocab_, n_sampled, sp_.blank_tokens, sp_.eot);
-  if (!suppress_.empty()) suppress_tokens(logits, vocab_, suppress_);
-  if (!o_.without_timestamps) {
-    apply_timestamp_rules(logits, vocab_, row.tokens.data() + st.sample_begin, n_sampled, ts_rules_, scratch_);
-  }
-  apply_forced_length(logits, vocab_, n_sampled, o_.forced_length, sp_.eot);
+  apply_rule_set(rule_set_, logits, vocab_, row.tokens.data() + st.sample_begin, n_sampled, scratch_);
 }
 
 // GreedyDecoder.update for the rows of one audio: argmax or a draw; finished rows repeat EOT.
@@ -356,8 +402,8 @@ void DecodeRun::step_greedy(const std::vector<size_t>& rows_of_audio, const floa
   }
 }
 
-// step_greedy at temperature 0 where the model applied the rules and chose: the same bookkeeping
-// (a finished row repeats EOT and adds nothing to its sum).
+// step_greedy where the model applied the rules and chose (the argmax, or at temperature > 0 its
+// draw with our uniform): the same bookkeeping (a finished row repeats EOT and adds nothing).
 void DecodeRun::step_chosen(const std::vector<size_t>& rows_of_audio, const int* chosen, const float* chosen_logprob,
                             bool* completed) {
   *completed = true;
@@ -539,6 +585,17 @@ std::vector<DecodingResult> DecodeRun::run() {
         const int begin = audio_[static_cast<size_t>(row.audio)].sample_begin;
         query.sampled.push_back(row.tokens.data() + begin);
         query.n_sampled.push_back(static_cast<int>(row.tokens.size()) - begin);
+      }
+      if (model_samples_) {
+        // step_greedy's draws: one per row (finished rows too), audio by audio in row order.
+        query.temperature = o_.temperature;
+        query.uniform.assign(n, 0.0);
+        for (int a = 0; a < n_audio_; ++a) {
+          if (audio_[static_cast<size_t>(a)].done) continue;
+          for (size_t r = 0; r < n; ++r) {
+            if (rows_[r].audio == a) query.uniform[r] = sampler_->uniform();
+          }
+        }
       }
       model_.forward_select(feed, query, chosen.data(), chosen_logprob.data(), aux_pos,
                             aux_pos.empty() ? nullptr : aux.data());

@@ -50,14 +50,30 @@ struct LogitRuleSet {
   bool operator!=(const LogitRuleSet& o) const { return !(*this == o); }
 };
 
+// Applies the rules to one row of logits as decode() does (SuppressBlank, SuppressTokens, the
+// timestamp rules, the forced length, in that order); `sampled` / `n_sampled` is the row's history.
+// `scratch` (vocab floats) serves the timestamp rules.
+void apply_rule_set(const LogitRuleSet& rules, float* logits, int vocab, const int* sampled, int n_sampled,
+                    std::vector<float>& scratch);
+
+// The host's answer to one sequence of a forward_select (DecoderModel's contract below): filters
+// `logits` in place with the rules, then writes the argmax (top_k 0, temperature 0), the top_k best
+// by (logprob desc, id asc), or the sample_inverse_cdf draw at `temperature` with `uniform`, and
+// their temperature-1 log-softmax values. The CPU oracle of a backend that selects on its side.
+void select_from_row(const LogitRuleSet& rules, float* logits, int vocab, const int* sampled, int n_sampled,
+                     int top_k, float temperature, double uniform, int32_t* token_out, float* logprob_out);
+
 // A step's request to a model that selects on its side: the rules, per sequence the tokens sampled
 // so far (openai-whisper's tokens[sample_begin:]; the rules read them), and what to return: the
-// argmax (top_k = 0, greedy) or the top_k best (beam search).
+// argmax (top_k = 0, greedy), the top_k best (beam search), or with temperature > 0 (top_k 0) a
+// draw per sequence: sample_inverse_cdf of the filtered row at `temperature` with uniform[s].
 struct SelectQuery {
   const LogitRuleSet* rules = nullptr;
   std::vector<const int*> sampled;
   std::vector<int> n_sampled;
   int top_k = 0;
+  float temperature = 0.0f;
+  std::vector<double> uniform;  // temperature > 0: one draw in [0, 1) per sequence
 };
 
 // The decoder side of a Whisper model with its per-sequence state (self-attention KV caches).
@@ -94,7 +110,11 @@ class DecoderModel {
   //     descending then id ascending (step_beam's partial_sort), to token_out / logprob_out
   //     [s * top_k, (s + 1) * top_k).
   // Auxiliary rows (aux_pos) are still written in full.
+  //   - q.temperature > 0 (top_k 0, only on a model whose samples_tokens() is true): the token
+  //     sample_inverse_cdf(filtered row, q.temperature, q.uniform[s]) picks, to token_out[s], and
+  //     its log-softmax at temperature 1 (what the host's step adds to the sum) to logprob_out[s].
   virtual bool selects_tokens() const { return false; }
+  virtual bool samples_tokens() const { return false; }
   virtual int max_select_top_k() const { return 0; }
   virtual void forward_select(const std::vector<std::vector<int>>& tokens, const SelectQuery& q, int* token_out,
                               float* logprob_out, const std::vector<int>& aux_pos, float* aux_logits);
@@ -105,14 +125,26 @@ class TokenSampler {
  public:
   virtual ~TokenSampler() = default;
   virtual int sample(const float* logits, int vocab, float temperature) = 0;
+  // A sampler whose sample() is sample_inverse_cdf at its next uniform() draw returns true, so that
+  // a model that samples on its side (DecoderModel::samples_tokens) can be handed the draws.
+  virtual bool draws_uniform() const { return false; }
+  virtual double uniform();
 };
 
-// The default sampler: a seeded mt19937_64 and an inverse CDF in double precision. It does not
+// The inverse CDF every uniform-drawing sampler uses: with w_i = exp(double(logits[i] / T) - m)
+// (m the largest logits[i] / T, in float) summed in index order into c_i, the first i with
+// c_i > u * c_{vocab-1}; past the end (u * total rounded up), the last token with mass. `scratch`
+// holds the sums. Throws when every entry is -inf.
+int sample_inverse_cdf(const float* logits, int vocab, float temperature, double u, std::vector<double>& scratch);
+
+// The default sampler: a seeded mt19937_64 (53-bit uniforms) and sample_inverse_cdf. It does not
 // reproduce torch's random stream (nothing could); it is repeatable for a given seed.
 class RandomSampler : public TokenSampler {
  public:
   explicit RandomSampler(uint64_t seed) : rng_(seed) {}
   int sample(const float* logits, int vocab, float temperature) override;
+  bool draws_uniform() const override { return true; }
+  double uniform() override { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
 
  private:
   std::mt19937_64 rng_;

@@ -65,6 +65,7 @@ struct InflightStats {
   int64_t encoder_batches = 0;
   int64_t slot_moves = 0;      // compactions
   int64_t rows_selected = 0;   // sequence steps whose token the backend chose (no logits row to the host)
+  int64_t rows_sampled = 0;    // of those, drawn at a temperature > 0 (with the lane's uniforms)
   double mel_s = 0, encoder_s = 0, decoder_s = 0;  // backend-measured stage times
 };
 

@@ -208,6 +208,13 @@ void InflightDecoder::serve_batch(std::unique_lock<std::mutex>& lock) {
           c.top_k = q.top_k;
           c.sampled = q.sampled[s];
           c.n_sampled = q.n_sampled[s];
+          if (q.temperature > 0.0f) {
+            FLURRY_CHECK(be_.samples_tokens() && q.top_k == 0 && q.uniform.size() == tokens.size(),
+                         "inflight decoder: a sampling query needs a sampling backend, top_k 0 and one uniform "
+                         "per sequence");
+            c.temperature = q.temperature;
+            c.uniform = q.uniform[s];
+          }
           FLURRY_CHECK(c.n_sampled >= 0 && (c.n_sampled == 0 || c.sampled != nullptr),
                        "inflight decoder: sequence " << s << " has a bad token history");
           any_select = true;
@@ -242,6 +249,7 @@ void InflightDecoder::serve_batch(std::unique_lock<std::mutex>& lock) {
           std::copy_n(chosen_logprob_.begin() + static_cast<std::ptrdiff_t>(row * kMaxSelectTopK), k,
                       l->logprob_out_ + s * k);
           stats_.rows_selected += 1;
+          if (calls_[row].temperature > 0.0f) stats_.rows_sampled += 1;
         } else {
           std::memcpy(l->last_ + s * vocab, last_.data() + row * vocab, vocab * sizeof(float));
         }
@@ -321,6 +329,7 @@ void InflightDecoder::Lane::forward(const std::vector<std::vector<int>>& tokens,
 }
 
 bool InflightDecoder::Lane::selects_tokens() const { return o_.be_.selects_tokens(); }
+bool InflightDecoder::Lane::samples_tokens() const { return o_.be_.selects_tokens() && o_.be_.samples_tokens(); }
 int InflightDecoder::Lane::max_select_top_k() const { return o_.be_.selects_tokens() ? kMaxSelectTopK : 0; }
 
 void InflightDecoder::Lane::forward_select(const std::vector<std::vector<int>>& tokens, const SelectQuery& q,

@@ -30,10 +30,12 @@
 // (SlotBackend::selects_tokens(), the GPU's logits_select), a lane decoding greedily at temperature
 // 0 asks for the chosen token and its logprob instead of the row, and a beam-search lane for each
 // beam's beam_size + 1 best (token, logprob) (DecoderModel::forward_select): the call carries the
-// lane's rules and each sequence's sampled tokens. The choice is made per request, so language
-// detection and sampling (fallback temperatures) in the same step still get full rows, and the
-// lane's transcribe() loop is the reference's either way. What stays on the lanes' threads: beam
-// bookkeeping over the candidates, sampling over full rows, compression ratio, seeking.
+// lane's rules and each sequence's sampled tokens. A sampling lane (fallback temperatures, best_of)
+// on a backend that also samples (samples_tokens()) sends the uniforms its sampler would have used
+// and gets the draws back (DecoderModel::forward_select with temperature > 0). The choice is made
+// per request, so language detection in the same step still gets full rows, and the lane's
+// transcribe() loop is the reference's either way. What stays on the lanes' threads: beam
+// bookkeeping over the candidates, the samplers' uniforms, compression ratio, seeking.
 #pragma once
 
 #include <condition_variable>
@@ -66,6 +68,10 @@ struct SlotCall {
   const int* sampled = nullptr;
   int n_sampled = 0;
   int top_k = 0;  // 0: the argmax; else the top_k best (<= kMaxSelectTopK)
+  // > 0 (top_k 0): instead of the argmax, sample_inverse_cdf of the filtered row at this
+  // temperature with `uniform` (SelectQuery's sampling; the backend's samples_tokens()).
+  float temperature = 0.0f;
+  double uniform = 0.0;
 };
 
 // A window to encode from a file's samples instead of host log-mel: frames [seek, seek + n_frames)
@@ -112,6 +118,9 @@ class SlotBackend {
   // log-softmax (top_k 0), or its top_k best ids and log-softmax values, by logprob descending then
   // id ascending.
   virtual bool selects_tokens() const { return false; }
+  // With selects_tokens(): true when forward_select also takes sampling calls (temperature > 0),
+  // returning the draw and its log-softmax at temperature 1 in the argmax's place.
+  virtual bool samples_tokens() const { return false; }
   virtual void forward_select(const std::vector<SlotCall>& calls, float* last, float* aux_out, int32_t* token,
                               float* logprob, InflightStats& stats);
 };
@@ -184,6 +193,7 @@ class InflightDecoder::Lane : public DecoderModel {
                float* aux_logits) override;
   void fork(const std::vector<int>& parent) override;
   bool selects_tokens() const override;
+  bool samples_tokens() const override;
   int max_select_top_k() const override;
   void forward_select(const std::vector<std::vector<int>>& tokens, const SelectQuery& q, int* token_out,
                       float* logprob_out, const std::vector<int>& aux_pos, float* aux_logits) override;

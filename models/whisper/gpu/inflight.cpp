@@ -297,6 +297,8 @@ struct GpuSlotBackend::Select {
   int32_t* d_n_sampled = nullptr;  // [S]
   int32_t* d_history = nullptr;    // [S, 3] summarize_history
   int32_t* d_eot_after = nullptr;  // [S] forced lengths as what is left (LogitsArgs::eot_after), -1: none
+  double* d_uniform = nullptr;     // [S] sampling calls' uniforms
+  PinnedBuffer h_uniform;          // [S] doubles
   // [S, K]: a run of calls [b, e) writes from b * K on: argmaxes (stride 1) or top-k (stride k).
   int32_t* d_token = nullptr;
   float* d_logprob = nullptr;
@@ -311,6 +313,8 @@ struct GpuSlotBackend::Select {
     d_n_sampled = device_alloc<int32_t>(static_cast<size_t>(S));
     d_history = device_alloc<int32_t>(static_cast<size_t>(S) * 3);
     d_eot_after = device_alloc<int32_t>(static_cast<size_t>(S));
+    d_uniform = device_alloc<double>(static_cast<size_t>(S));
+    h_uniform = PinnedBuffer(static_cast<size_t>(S) * sizeof(double));
     d_token = device_alloc<int32_t>(static_cast<size_t>(S) * K);
     d_logprob = device_alloc<float>(static_cast<size_t>(S) * K);
     d_error = device_alloc<int32_t>(1);
@@ -321,7 +325,8 @@ struct GpuSlotBackend::Select {
   }
   ~Select() {
     for (void* p : {static_cast<void*>(d_n_sampled), static_cast<void*>(d_history), static_cast<void*>(d_eot_after),
-                    static_cast<void*>(d_token), static_cast<void*>(d_logprob), static_cast<void*>(d_error)}) {
+                    static_cast<void*>(d_uniform), static_cast<void*>(d_token), static_cast<void*>(d_logprob),
+                    static_cast<void*>(d_error)}) {
       (void)cudaFree(p);
     }
     for (Rules& r : rules) {
@@ -566,10 +571,12 @@ void GpuSlotBackend::forward_select(const std::vector<SlotCall>& calls, float* l
   int32_t* h_ns = sel.h_n_sampled();
   int32_t* h_hist = sel.h_history();
   int32_t* h_left = sel.h_eot_after();
-  bool any_forced = false;
+  double* h_unif = sel.h_uniform.as<double>();
+  bool any_forced = false, any_sampling = false;
   for (int i = 0; i < n; ++i) {
     const SlotCall& c = calls[static_cast<size_t>(i)];
     h_left[i] = -1;
+    h_unif[i] = 0.0;
     if (c.rules == nullptr) {
       sel.rule_of_call.push_back(-1);
       h_ns[i] = 0;
@@ -581,24 +588,35 @@ void GpuSlotBackend::forward_select(const std::vector<SlotCall>& calls, float* l
       h_left[i] = std::max(c.rules->forced_length - c.n_sampled, 0);
       any_forced = true;
     }
+    if (c.temperature > 0.0f) {
+      FLURRY_CHECK(c.top_k == 0 && c.uniform >= 0.0 && c.uniform < 1.0,
+                   "GpuSlotBackend: a sampling call needs top_k 0 and a uniform in [0, 1), not " << c.uniform);
+      h_unif[i] = c.uniform;
+      any_sampling = true;
+    }
   }
   cudaStream_t st = *g_.stream;
   CUDA_CHECK(cudaMemcpyAsync(sel.d_n_sampled, h_ns, static_cast<size_t>(n) * sizeof(int32_t), cudaMemcpyHostToDevice,
                              st));
   CUDA_CHECK(cudaMemcpyAsync(sel.d_history, h_hist, static_cast<size_t>(n) * 3 * sizeof(int32_t),
                              cudaMemcpyHostToDevice, st));
+  if (any_sampling) {
+    CUDA_CHECK(cudaMemcpyAsync(sel.d_uniform, h_unif, static_cast<size_t>(n) * sizeof(double), cudaMemcpyHostToDevice,
+                               st));
+  }
   if (any_forced) {
     CUDA_CHECK(cudaMemcpyAsync(sel.d_eot_after, h_left, static_cast<size_t>(n) * sizeof(int32_t),
                                cudaMemcpyHostToDevice, st));
   }
   CUDA_CHECK(cudaMemsetAsync(sel.d_error, 0, sizeof(int32_t), st));
-  // One launch per run of consecutive selected calls with one rule set and one k (usually all the
-  // greedy calls, and each beam lane's).
+  // One launch per run of consecutive selected calls with one rule set, one k and one temperature
+  // (usually all the greedy calls, each beam lane's, each sampling lane's).
   const int64_t V = s.vocab;
   const int K = Select::K;
   const auto same_run = [&](int i, int j) {
     return sel.rule_of_call[static_cast<size_t>(i)] == sel.rule_of_call[static_cast<size_t>(j)] &&
-           calls[static_cast<size_t>(i)].top_k == calls[static_cast<size_t>(j)].top_k;
+           calls[static_cast<size_t>(i)].top_k == calls[static_cast<size_t>(j)].top_k &&
+           calls[static_cast<size_t>(i)].temperature == calls[static_cast<size_t>(j)].temperature;
   };
   sel.run_of_call.assign(static_cast<size_t>(n), 0);
   for (int b = 0; b < n;) {
@@ -619,6 +637,11 @@ void GpuSlotBackend::forward_select(const std::vector<SlotCall>& calls, float* l
       a.n_sampled = sel.d_n_sampled + b;
       a.rules = sel.device_rules(r);
       if (any_forced) a.eot_after = sel.d_eot_after + b;
+      const float temp = calls[static_cast<size_t>(b)].temperature;
+      if (temp > 0.0f) {
+        a.temperature = temp;
+        a.uniform = sel.d_uniform + b;
+      }
       if (k == 0) {
         a.argmax = sel.d_token + b * K;
         a.argmax_logprob = sel.d_logprob + b * K;
@@ -659,7 +682,7 @@ void GpuSlotBackend::forward_select(const std::vector<SlotCall>& calls, float* l
   copy_runs(0, [&](int i) { return calls[static_cast<size_t>(i)].rules == nullptr; });
   if (any_aux) copy_runs(n, [&](int i) { return calls[static_cast<size_t>(i)].aux >= 0; });
   g_.stream->synchronize();
-  FLURRY_CHECK(*sel.h_error() == 0, "GpuSlotBackend: logits_select flagged bad suppress ids or history (bits "
+  FLURRY_CHECK(*sel.h_error() == 0, "GpuSlotBackend: logits_select flagged bad suppress ids, history or an all-masked row (bits "
                                         << *sel.h_error() << ")");
   for (int i = 0; i < n; ++i) {
     const SlotCall& c = calls[static_cast<size_t>(i)];

@@ -132,6 +132,7 @@ class GpuSlotBackend final : public SlotBackend {
   void copy_slot(int from, int to, int len) override;
   int spare_slot() const override;
   bool selects_tokens() const override { return device_select_; }
+  bool samples_tokens() const override { return device_select_; }
   bool encodes_samples() const override;
   void encode_samples(const std::vector<int>& audio, const std::vector<const SampleWindow*>& windows,
                       InflightStats& stats) override;

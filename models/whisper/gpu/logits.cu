@@ -166,6 +166,70 @@ __device__ void find_row_state(const LogitsArgs& a, int64_t row, RowState* out) 
   if (lane == 0) *out = st;
 }
 
+// sample_inverse_cdf (models/whisper/decoding.cpp) over the filtered row x, whose largest entry is
+// `mx`: weights w_i = exp(double(x_i / T) - double(mx / T)) (x / T is monotone in x, so mx / T is
+// the CPU's max of x_i / T), prefix sums in double, the first i whose sum exceeds u * total; past
+// the end, the last token with mass. Each thread sums a contiguous chunk; an exclusive scan over
+// the threads gives each chunk its offset. Returns the token to every thread.
+__device__ int sample_row(const float* x, int vocab, float T, float mx, double u) {
+  __shared__ double warp_sum[kWarps];
+  __shared__ int pick, last_mass;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const double m = static_cast<double>(mx / T);
+  const int chunk = (vocab + kThreads - 1) / kThreads;
+  const int b0 = min(tid * chunk, vocab), b1 = min(b0 + chunk, vocab);
+  double mine = 0.0;
+  int my_last = -1;
+  for (int i = b0; i < b1; ++i) {
+    const float v = x[i] / T;
+    const double w = v > -INFINITY ? exp(static_cast<double>(v) - m) : 0.0;
+    mine += w;
+    if (w > 0.0) my_last = i;
+  }
+  // Exclusive prefix of `mine` over the block: within the warp by shuffles, then the warp totals.
+  double incl = mine;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const double y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  double excl = __shfl_up_sync(0xffffffffu, incl, 1);
+  if (lane == 0) excl = 0.0;
+  if (lane == 31) warp_sum[warp] = incl;
+  if (tid == 0) {
+    pick = INT_MAX;
+    last_mass = -1;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    double w = lane < kWarps ? warp_sum[lane] : 0.0;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const double y = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += y;
+    }
+    if (lane < kWarps) warp_sum[lane] = w;  // inclusive scan of the warp totals
+  }
+  __syncthreads();
+  if (warp > 0) excl += warp_sum[warp - 1];
+  const double target = u * warp_sum[kWarps - 1];
+  if (my_last >= 0) atomicMax(&last_mass, my_last);
+  if (excl <= target && my_last >= 0) {
+    double c = excl;
+    for (int i = b0; i < b1; ++i) {
+      const float v = x[i] / T;
+      if (v > -INFINITY) c += exp(static_cast<double>(v) - m);
+      if (c > target) {
+        atomicMin(&pick, i);
+        break;
+      }
+    }
+  }
+  __syncthreads();
+  const int tok = pick != INT_MAX ? pick : (last_mass >= 0 ? last_mass : 0);
+  return tok;
+}
+
 __global__ void __launch_bounds__(kThreads) logits_kernel(const LogitsArgs a) {
   __shared__ RowState state;
   __shared__ Stats red[kWarps + 1];
@@ -261,7 +325,14 @@ __global__ void __launch_bounds__(kThreads) logits_kernel(const LogitsArgs a) {
   }
   p = stats_block_reduce(p, red);
   const float lse = p.m + logf(p.s);
-  if (tid == 0) {
+  if (a.uniform != nullptr) {
+    const int tok = sample_row(x, vocab, a.temperature, p.bv, a.uniform[row]);
+    if (tid == 0) {
+      if (a.argmax) a.argmax[row] = tok;
+      if (a.argmax_logprob) a.argmax_logprob[row] = x[tok] - lse;
+      if (!(p.bv > -INFINITY) && a.error) atomicOr(a.error, kLogitsAllMasked);
+    }
+  } else if (tid == 0) {
     if (a.argmax) a.argmax[row] = p.bi;
     if (a.argmax_logprob) a.argmax_logprob[row] = p.bv - lse;
   }
@@ -302,6 +373,8 @@ void logits_select(const LogitsArgs& a, cudaStream_t stream) {
   FLURRY_CHECK(a.top_k >= 0 && a.top_k <= kLogitsMaxTopK && a.top_k <= a.vocab,
                "logits_select: top_k " << a.top_k << " outside [0, " << kLogitsMaxTopK << "]");
   FLURRY_CHECK(a.top_k == 0 || (a.topk_ids && a.topk_logprobs), "logits_select: null top-k outputs");
+  FLURRY_CHECK(a.uniform == nullptr || (a.temperature > 0.0f && a.top_k == 0),
+               "logits_select: sampling needs a temperature > 0 and no top-k");
   FLURRY_CHECK(a.logprobs == nullptr || a.logprobs_ld >= a.vocab, "logits_select: logprobs_ld too small");
   FLURRY_CHECK(r.n_suppress >= 0 && (r.n_suppress == 0 || r.suppress_ids),
                "logits_select: null suppress list");

@@ -13,7 +13,8 @@
 //     (the rule "sum of timestamp probabilities > max text probability", whose log-softmax
 //     normaliser cancels from both sides) every text token is masked.
 // Then, over the filtered row: the log-softmax normaliser (max-subtracted, fp32), the argmax of the
-// logits (the first index on ties, as std::max_element) with its logprob, optionally the full
+// logits (the first index on ties, as std::max_element) or a draw at a temperature (sampling,
+// with the caller's uniform) with its logprob, optionally the full
 // logprob row, and optionally the top_k (<= 10) logprobs, ordered by logprob descending and then by
 // id ascending as the CPU beam search's partial_sort orders them.
 //
@@ -35,6 +36,7 @@ constexpr int kLogitsMaxTopK = 10;
 // errors you want to collect).
 constexpr int32_t kLogitsBadSuppressId = 1;  // a suppress or blank id outside [0, vocab): skipped
 constexpr int32_t kLogitsBadHistory = 2;     // n_sampled[r] outside [0, sampled_ld]: clamped
+constexpr int32_t kLogitsAllMasked = 4;      // sampling: every entry of a row is -inf (token 0)
 
 struct LogitRulesGpu {
   const int32_t* suppress_ids = nullptr;  // device; SuppressTokens list (resolve_suppress_tokens)
@@ -63,6 +65,14 @@ struct LogitsArgs {
   // masked; == 0: every id but EOT masked and EOT's logit set to 0. Given as a remainder rather
   // than a length so that it needs no full history (n_sampled may be a summary's count).
   const int32_t* eot_after = nullptr;
+  // Optional sampling (DecoderModel::forward_select at temperature > 0; top_k must be 0): row r's
+  // token is models/whisper/decoding.h sample_inverse_cdf of the filtered row at `temperature`
+  // with uniform[r], written to `argmax` in the argmax's place, its temperature-1 log-softmax to
+  // argmax_logprob. The exp weights and their prefix sums are in double, as the CPU's; the sums
+  // run in a different order (per thread, then across threads), so a draw within ~1e-15 of a
+  // boundary between two tokens may fall on the other side.
+  float temperature = 0.0f;
+  const double* uniform = nullptr;  // device, [rows]
   // Outputs (device). argmax and argmax_logprob: [rows], each optional.
   int32_t* argmax = nullptr;
   float* argmax_logprob = nullptr;

@@ -64,11 +64,12 @@ class BatchPipeline : public ::testing::Test {
 
   // The pipeline over `paths` with `batch` decoder slots (files in flight = batch / slots per file).
   // forced[i] > 0: file i's PipelineItem::forced_length.
+  // select: the backend chooses tokens (CpuSlotBackend's forward_select, the GPU backend's role).
   static PipelineRun pipeline(const std::vector<std::string>& paths, const TranscribeOptions& o, int batch,
-                              const std::vector<int>& forced = {}) {
+                              const std::vector<int>& forced = {}, bool select = false) {
     const int group = slots_per_file(o);
     const int files = std::max(1, batch / group);
-    CpuSlotBackend backend(assets_->model, files * group, files, std::min(files, 8));
+    CpuSlotBackend backend(assets_->model, files * group, files, std::min(files, 8), select);
     PipelineOptions po;
     po.transcribe = o;
     po.readers = 2;
@@ -171,7 +172,9 @@ TEST_F(BatchPipeline, GreedyLongFormEqualsReferenceAtBatch8AndBatch1) {
 
   // The pipeline at batch 1 (one slot: nothing shares a step) over two short files; the long one at
   // batch 8 already equals the one-file reference above.
-  const PipelineRun b1 = pipeline({file("jfk"), file("s0")}, o, 1);
+  // The backend chooses the tokens there (timestamp rules and argmax as the GPU applies them).
+  const PipelineRun b1 = pipeline({file("jfk"), file("s0")}, o, 1, {}, /*select=*/true);
+  EXPECT_EQ(b1.stats.rows_selected, b1.stats.sequence_steps);
   expect_same(b8.transcripts[1], b1.transcripts[0], "batch 1 vs 8: jfk");
   expect_same(b8.transcripts[3], b1.transcripts[1], "batch 1 vs 8: s0");
   EXPECT_EQ(b1.stats.sequence_steps, b1.stats.steps);
@@ -187,7 +190,8 @@ TEST_F(BatchPipeline, ForcedLengthsPerFileEqualReference) {
   o.decode.without_timestamps = true;
   const std::vector<std::string> paths = {file("jfk"), file("s0"), file("s1")};
   const std::vector<int> forced = {4, 45, 17};
-  const PipelineRun b = pipeline(paths, o, 8, forced);
+  const PipelineRun b = pipeline(paths, o, 8, forced, /*select=*/true);  // the rule as the device applies it
+  EXPECT_GT(b.stats.rows_selected, 0);
   for (size_t i = 0; i < paths.size(); ++i) {
     TranscribeOptions fo = o;
     fo.decode.forced_length = forced[i];
@@ -231,6 +235,13 @@ TEST_F(BatchPipeline, FallbackAndLanguageDetectionEqualReference) {
   }
   const PipelineRun b = pipeline(paths, o, 4);
   for (size_t i = 0; i < paths.size(); ++i) expect_same(ref[i], b.transcripts[i], "fallback: " + paths[i]);
+  EXPECT_EQ(b.stats.rows_selected, 0);
+  // The same with the backend choosing every token (the GPU backend's way): beam candidates at
+  // t = 0 and the draws at 0.4 and 0.8 with the lanes' own uniforms.
+  const PipelineRun s = pipeline(paths, o, 4, {}, /*select=*/true);
+  for (size_t i = 0; i < paths.size(); ++i) expect_same(ref[i], s.transcripts[i], "fallback, selected: " + paths[i]);
+  EXPECT_GT(s.stats.rows_sampled, 0);
+  EXPECT_GT(s.stats.rows_selected, s.stats.rows_sampled);
 }
 
 }  // namespace

@@ -184,10 +184,8 @@ void host_choice(std::vector<float> row, const LogitRuleSet& r, const std::vecto
                  float* lp, std::vector<float>* filtered, std::vector<int>* top, std::vector<float>* top_lp) {
   const int V = static_cast<int>(row.size());
   const int n = static_cast<int>(hist.size());
-  if (r.suppress_blank) suppress_blank(row.data(), V, n, r.blank_tokens, r.ts.eot);
-  if (!r.suppress.empty()) suppress_tokens(row.data(), V, r.suppress);
   std::vector<float> scratch;
-  if (r.timestamps) apply_timestamp_rules(row.data(), V, hist.data(), n, r.ts, scratch);
+  apply_rule_set(r, row.data(), V, hist.data(), n, scratch);
   *tok = static_cast<int>(std::max_element(row.begin(), row.end()) - row.begin());
   std::vector<float> lps(row.size());
   log_softmax(row.data(), V, lps.data());

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "models/whisper/decoding.h"
 #include "models/whisper/gpu/logits.cuh"
 #include "models/whisper/logit_rules.h"
 #include "runtime/cuda/cuda_check.h"
@@ -53,6 +54,7 @@ struct Options {
   int top_k = 5;
   bool want_logprobs = true;
   bool forced_lengths = false;
+  float temperature = 0.0f;  // > 0: sampling with Problem::uniform (top_k must be 0)
 };
 
 struct Problem {
@@ -62,6 +64,7 @@ struct Problem {
   std::vector<float> logits;  // [rows, ld]; padding columns hold a sentinel
   std::vector<int32_t> sampled, n_sampled;
   std::vector<int32_t> forced;  // per row, 0: none (Options::forced_lengths)
+  std::vector<double> uniform;  // per row (Options::temperature > 0)
   std::vector<int> suppress, blank;
 };
 
@@ -126,6 +129,8 @@ Problem make_problem(const Vocab& v, int rows, int64_t pad, const Options& o, st
   p.sampled.assign(static_cast<size_t>(rows * p.sampled_ld), -1);
   p.n_sampled.assign(static_cast<size_t>(rows), 0);
   p.forced.assign(static_cast<size_t>(rows), 0);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  for (int r = 0; r < rows; ++r) p.uniform.push_back(r == 0 ? 0.0 : r == 1 ? std::nextafter(1.0, 0.0) : unit(rng));
   // SuppressTokens: ~90 random text ids plus the specials resolve_suppress_tokens adds.
   std::uniform_int_distribution<int> text(0, v.eot - 1);
   for (int i = 0; i < 90; ++i) p.suppress.push_back(text(rng));
@@ -173,7 +178,9 @@ GpuOut run_gpu(const Problem& p, const Options& o) {
   std::vector<int32_t> suppress(p.suppress.begin(), p.suppress.end()), blank(p.blank.begin(), p.blank.end());
   DeviceBuffer d_logits(p.logits.size() * 4), d_lp(rows * p.v.vocab * 4), d_sampled(p.sampled.size() * 4),
       d_n(rows * 4), d_sup(suppress.size() * 4 + 4), d_blank(blank.size() * 4 + 4), d_arg(rows * 4),
-      d_arg_lp(rows * 4), d_topk(rows * 10 * 4), d_topk_lp(rows * 10 * 4), d_err(4), d_left(rows * 4);
+      d_arg_lp(rows * 4), d_topk(rows * 10 * 4), d_topk_lp(rows * 10 * 4), d_err(4), d_left(rows * 4),
+      d_unif(rows * 8);
+  CUDA_CHECK(cudaMemcpy(d_unif.get(), p.uniform.data(), rows * 8, cudaMemcpyHostToDevice));
   std::vector<int32_t> left(rows, -1);
   for (size_t r = 0; r < rows && o.forced_lengths; ++r) {
     if (p.forced[r] > 0) left[r] = std::max(p.forced[r] - p.n_sampled[r], 0);
@@ -206,6 +213,10 @@ GpuOut run_gpu(const Problem& p, const Options& o) {
   a.rules.timestamp_begin = p.v.timestamp_begin;
   a.rules.max_initial_timestamp_index = o.max_initial_timestamp_index;
   if (o.forced_lengths) a.eot_after = static_cast<const int32_t*>(d_left.get());
+  if (o.temperature > 0.0f) {
+    a.temperature = o.temperature;
+    a.uniform = static_cast<const double*>(d_unif.get());
+  }
   a.argmax = static_cast<int32_t*>(d_arg.get());
   a.argmax_logprob = static_cast<float*>(d_arg_lp.get());
   if (o.want_logprobs) {
@@ -268,8 +279,12 @@ void check(const Problem& p, const Options& o, const std::string& name) {
     // Greedy: argmax of the filtered logits and its logprob.
     std::vector<float> lp(static_cast<size_t>(vocab));
     wh::log_softmax(want.data(), vocab, lp.data());
-    const int arg = static_cast<int>(std::max_element(want.begin(), want.end()) - want.begin());
-    EXPECT_EQ(g.argmax[static_cast<size_t>(r)], arg) << rn;
+    int arg = static_cast<int>(std::max_element(want.begin(), want.end()) - want.begin());
+    if (o.temperature > 0.0f) {
+      std::vector<double> cdf;
+      arg = wh::sample_inverse_cdf(want.data(), vocab, o.temperature, p.uniform[static_cast<size_t>(r)], cdf);
+    }
+    EXPECT_EQ(g.argmax[static_cast<size_t>(r)], arg) << rn << (o.temperature > 0.0f ? " (draw)" : "");
     EXPECT_TRUE(lp_close(g.argmax_lp[static_cast<size_t>(r)], lp[static_cast<size_t>(arg)]))
         << rn << ": argmax logprob " << g.argmax_lp[static_cast<size_t>(r)] << " vs "
         << lp[static_cast<size_t>(arg)];
@@ -358,6 +373,23 @@ TEST(LogitsGpu, ForcedLengths) {
   check(make_problem(kSmall, 16, 3, o, rng), o, "small_forced_no_timestamps");
 }
 
+// Sampling (fallback temperatures): the draw of sample_inverse_cdf at the row's uniform (0, the
+// largest double below 1, and random ones), with and without the timestamp rules, at three
+// temperatures; every row's token must be the CPU's.
+TEST(LogitsGpu, SamplingMatchesCpuInverseCdf) {
+  FLURRY_REQUIRE_GPU();
+  auto rng = test::test_rng("LogitsGpu.sampling");
+  for (float t : {0.2f, 0.8f, 1.0f}) {
+    Options o;
+    o.top_k = 0;
+    o.temperature = t;
+    check(make_problem(kV3, 35, 0, o, rng), o, "v3_sample_t" + std::to_string(t));
+    o.timestamps = false;
+    o.forced_lengths = true;
+    check(make_problem(kSmall, 24, 2, o, rng), o, "small_sample_forced_t" + std::to_string(t));
+  }
+}
+
 TEST(LogitsGpu, ErrorFlags) {
   FLURRY_REQUIRE_GPU();
   auto rng = test::test_rng("LogitsGpu.errors");
@@ -396,6 +428,13 @@ TEST(LogitsGpu, RejectsBadArguments) {
   a.ld = 99;
   a.rules.timestamps = false;
   EXPECT_THROW(logits_select(a, nullptr), Error) << "ld < vocab";
+  a.ld = 100;
+  a.uniform = reinterpret_cast<const double*>(buf.get());
+  a.temperature = 0.5f;
+  EXPECT_THROW(logits_select(a, nullptr), Error) << "sampling with a top-k";
+  a.top_k = 0;
+  a.temperature = 0.0f;
+  EXPECT_THROW(logits_select(a, nullptr), Error) << "sampling at temperature 0";
 }
 
 }  // namespace
