@@ -41,39 +41,49 @@ for mod in ("nvidia.cudnn", "nvidia.nccl", "nvidia.cublas"):
         print(f"  python {mod}: {list(spec.submodule_search_locations)[0]}")
 PY
 
-echo "== configure ($BUILD, sm_$ARCH)"
-args=(-S . -B "$BUILD" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DFLURRY_CUDA=ON -DFLURRY_BENCH=ON
-      -DFLURRY_TESTS=ON)
-command -v ninja >/dev/null 2>&1 && [ ! -f "$BUILD/Makefile" ] && args+=(-G Ninja)
-[ -f .gpu/include/nlohmann/json.hpp ] && args+=(-DFLURRY_JSON_INCLUDE="$ROOT/.gpu/include")
-[ -f .gpu/googletest/CMakeLists.txt ] && args+=(-DFLURRY_GTEST_SOURCE_DIR="$ROOT/.gpu/googletest")
-# zlib headers are rarely on a bare GPU host; use the carried copy unless the host has its own.
-[ ! -f /usr/include/zlib.h ] && [ -f .gpu/zlib/zlib.h ] && \
-  args+=(-DZLIB_INCLUDE_DIR="$ROOT/.gpu/zlib" -DZLIB_LIBRARY="$ROOT/.gpu/zlib/libz.a")
-# utf8proc likewise (the tokenizers need it; flurry_io refuses to build without it).
-[ ! -f /usr/include/utf8proc.h ] && [ -f .gpu/utf8proc/utf8proc.h ] && \
-  args+=(-DFLURRY_UTF8PROC_ROOT="$ROOT/.gpu/utf8proc")
-# shellcheck disable=SC2206
-[ -n "${CMAKE_ARGS:-}" ] && args+=(${CMAKE_ARGS})
-if ! cmake "${args[@]}" >"$BUILD.configure.log" 2>&1; then
-  tail -n 30 "$BUILD.configure.log"
-  echo "gpu-check: configure failed (log: $BUILD.configure.log)" >&2
-  exit 1
-fi
-grep -- "-- flurry:" "$BUILD.configure.log" | sed 's/^/  /'
+# Binaries built on the development machine (tools/gpu_pack.sh -> .gpu/prebuilt.tar.xz) when they
+# were made from this tree: no compiling here. Otherwise configure and build as below.
+# shellcheck source=tools/gpu_prebuilt.sh
+source tools/gpu_prebuilt.sh
+echo "== prebuilt binaries"
+if use_prebuilt; then
+  BUILD=$PREBUILT_BUILD
+  mapfile -t targets < <(ctest --test-dir "$BUILD" -L gpu -N 2>/dev/null | sed -n 's/^ *Test *#[0-9]*: *//p')
+else
+  echo "== configure ($BUILD, sm_$ARCH)"
+  args=(-S . -B "$BUILD" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DFLURRY_CUDA=ON -DFLURRY_BENCH=ON
+        -DFLURRY_TESTS=ON)
+  command -v ninja >/dev/null 2>&1 && [ ! -f "$BUILD/Makefile" ] && args+=(-G Ninja)
+  [ -f .gpu/include/nlohmann/json.hpp ] && args+=(-DFLURRY_JSON_INCLUDE="$ROOT/.gpu/include")
+  [ -f .gpu/googletest/CMakeLists.txt ] && args+=(-DFLURRY_GTEST_SOURCE_DIR="$ROOT/.gpu/googletest")
+  # zlib headers are rarely on a bare GPU host; use the carried copy unless the host has its own.
+  [ ! -f /usr/include/zlib.h ] && [ -f .gpu/zlib/zlib.h ] && \
+    args+=(-DZLIB_INCLUDE_DIR="$ROOT/.gpu/zlib" -DZLIB_LIBRARY="$ROOT/.gpu/zlib/libz.a")
+  # utf8proc likewise (the tokenizers need it; flurry_io refuses to build without it).
+  [ ! -f /usr/include/utf8proc.h ] && [ -f .gpu/utf8proc/utf8proc.h ] && \
+    args+=(-DFLURRY_UTF8PROC_ROOT="$ROOT/.gpu/utf8proc")
+  # shellcheck disable=SC2206
+  [ -n "${CMAKE_ARGS:-}" ] && args+=(${CMAKE_ARGS})
+  if ! cmake "${args[@]}" >"$BUILD.configure.log" 2>&1; then
+    tail -n 30 "$BUILD.configure.log"
+    echo "gpu-check: configure failed (log: $BUILD.configure.log)" >&2
+    exit 1
+  fi
+  grep -- "-- flurry:" "$BUILD.configure.log" | sed 's/^/  /'
 
-# Build only what the GPU suite needs: the gpu-labelled tests and the benchmarks.
-mapfile -t targets < <(ctest --test-dir "$BUILD" -L gpu -N 2>/dev/null | sed -n 's/^ *Test *#[0-9]*: *//p')
-if [ ${#targets[@]} -eq 0 ]; then
-  echo "gpu-check: no tests labelled gpu are defined" >&2
-  exit 1
-fi
-mapfile -t benches < <(ls bench/kernels/*_bench.cu bench/kernels/*_bench.cpp 2>/dev/null | xargs -r -n1 basename | sed 's/\.[^.]*$//')
-echo "== build: ${targets[*]} ${benches[*]}"
-if ! cmake --build "$BUILD" -j "$JOBS" --target "${targets[@]}" "${benches[@]}" >"$BUILD.build.log" 2>&1; then
-  grep -E "error|FAILED" "$BUILD.build.log" | head -n 40
-  echo "gpu-check: build failed (log: $BUILD.build.log)" >&2
-  exit 1
+  # Build only what the GPU suite needs: the gpu-labelled tests and the benchmarks.
+  mapfile -t targets < <(ctest --test-dir "$BUILD" -L gpu -N 2>/dev/null | sed -n 's/^ *Test *#[0-9]*: *//p')
+  if [ ${#targets[@]} -eq 0 ]; then
+    echo "gpu-check: no tests labelled gpu are defined" >&2
+    exit 1
+  fi
+  mapfile -t benches < <(ls bench/kernels/*_bench.cu bench/kernels/*_bench.cpp 2>/dev/null | xargs -r -n1 basename | sed 's/\.[^.]*$//')
+  echo "== build: ${targets[*]} ${benches[*]}"
+  if ! cmake --build "$BUILD" -j "$JOBS" --target "${targets[@]}" "${benches[@]}" >"$BUILD.build.log" 2>&1; then
+    grep -E "error|FAILED" "$BUILD.build.log" | head -n 40
+    echo "gpu-check: build failed (log: $BUILD.build.log)" >&2
+    exit 1
+  fi
 fi
 ldd "$BUILD/bin/${targets[0]}" 2>/dev/null | grep -E "cublas|cudart|cudnn|nccl" | sed 's/^/  /'
 

@@ -9,6 +9,7 @@
 #   .gpu/utf8proc           <- utf8proc.h, libutf8proc.a (libutf8proc-dev; the tokenizers' Unicode)
 #   .gpu/whisper-large-v3-tokenizer <- models-cache/ (tools/fetch_tokenizer.sh, when it has run):
 #                              bench/whisper/run_bench.sh runs the product pipeline with it
+#   .gpu/prebuilt.tar.xz    <- tools/gpu_pack.sh over ${BUILD:-build} (a CUDA build for sm_90)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JSON_SRC=${JSON_SRC:-/usr/include/nlohmann}
@@ -33,5 +34,10 @@ if [ -d models-cache/whisper-large-v3-tokenizer ]; then
 else
   echo "gpu_prepare: no models-cache/whisper-large-v3-tokenizer (tools/fetch_tokenizer.sh): the Whisper bench" \
        "will run the engine alone, not the product pipeline" >&2
+fi
+# The suite's binaries, prebuilt here for sm_90 from this tree (tools/gpu_pack.sh), so that the GPU
+# host runs them instead of compiling (it builds when the pack is stale). NO_PACK=1 skips this.
+if [ "${NO_PACK:-0}" != 1 ] && [ -f "${BUILD:-build}/CMakeCache.txt" ]; then
+  tools/gpu_pack.sh || echo "gpu_prepare: no prebuilt pack (tools/gpu_pack.sh failed); the GPU host will build" >&2
 fi
 echo "gpu_prepare: .gpu/ ready ($(du -sh .gpu | cut -f1)): include/nlohmann, googletest, zlib, utf8proc"

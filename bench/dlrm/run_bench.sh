@@ -92,6 +92,13 @@ if [ "$RUN_PEER" = 1 ]; then
 else
   TORCH="(peer not run)"
 fi
+# Prebuilt binaries (tools/gpu_pack.sh) when they were made from this tree: unpacked into their
+# build folder with their libraries on LD_LIBRARY_PATH (tools/gpu_prebuilt.sh).
+if [ -f .gpu/prebuilt.tar.xz ] && [ -f tools/gpu_prebuilt.sh ]; then
+  # shellcheck source=tools/gpu_prebuilt.sh
+  source tools/gpu_prebuilt.sh
+  if use_prebuilt && [ "$BIN" = build/bin/dlrm_bench ]; then BIN=$PREBUILT_BUILD/bin/dlrm_bench; fi
+fi
 if [ "$RUN_FLURRY" = 1 ] && [ ! -x "$BIN" ]; then
   fail "$BIN not found: build it first (cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build --target dlrm_bench) or give --bin PATH"
 fi

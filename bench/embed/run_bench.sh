@@ -59,6 +59,13 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   fail "no GPU visible (nvidia-smi missing or failing): this benchmark needs one"
 fi
 GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)
+# Prebuilt binaries (tools/gpu_pack.sh) when they were made from this tree: unpacked into their
+# build folder with their libraries on LD_LIBRARY_PATH (tools/gpu_prebuilt.sh).
+if [ -f .gpu/prebuilt.tar.xz ] && [ -f tools/gpu_prebuilt.sh ]; then
+  # shellcheck source=tools/gpu_prebuilt.sh
+  source tools/gpu_prebuilt.sh
+  if use_prebuilt && [ "$BIN" = build/bin/embed_bench ]; then BIN=$PREBUILT_BUILD/bin/embed_bench; fi
+fi
 [ -x "$BIN" ] || fail "$BIN not found: build it first (cmake --build build --target embed_bench) or give --bin PATH"
 if [ "$RUN_PEER" = 1 ]; then
   PEERV=$("$PY" -c 'import torch, sentence_transformers as s; assert torch.cuda.is_available(), "no CUDA"; print("torch", torch.__version__, "sentence-transformers", s.__version__)' 2>&1) \

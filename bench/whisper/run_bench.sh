@@ -119,7 +119,17 @@ fi
 DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 say "whisper bench: $GPU; commit $COMMIT; scale $SCALE; budget ${BUDGET} s; results in $RES"
 
-# 1. Build (the GPU host is bare: CUDA, cmake, ninja, python3; .gpu/ from tools/gpu_prepare.sh).
+# 1. Build (the GPU host is bare: CUDA, cmake, ninja, python3; .gpu/ from tools/gpu_prepare.sh),
+# unless prebuilt binaries made from this tree are at hand (tools/gpu_pack.sh; tools/gpu_prebuilt.sh
+# unpacks them and puts their libraries on LD_LIBRARY_PATH).
+if [ "$CPU_TEST" = 0 ] && [ -z "${BUILD_GPU:-}" ] && [ -f .gpu/prebuilt.tar.xz ]; then
+  # shellcheck source=tools/gpu_prebuilt.sh
+  source tools/gpu_prebuilt.sh
+  use_prebuilt >"$RES/prebuilt.log" 2>&1
+  rc=$?
+  tee -a "$LOG" <"$RES/prebuilt.log"
+  if [ $rc = 0 ]; then BUILD=$PREBUILT_BUILD; DO_BUILD=no; fi
+fi
 GEMM_BIN=$BUILD/bin/gemm_bench
 FLURRY_BIN=$BUILD/bin/whisper_bench
 COPY_BIN=$BUILD/bin/copy_bench
