@@ -93,6 +93,7 @@ SentenceConfig load_sentence_config(const std::string& dir, const BertConfig& c)
                                    << modes << " (concatenated poolings are not)");
       FLURRY_CHECK(!p.value("pooling_mode_weightedmean_tokens", false) && !p.value("pooling_mode_lasttoken", false),
                    dir << "/" << path << "/config.json: weighted-mean and last-token pooling are not supported");
+      if (p.contains("include_prompt") && p["include_prompt"].is_boolean()) s.include_prompt = p["include_prompt"].get<bool>();
     } else if (type.find("models.Normalize") != std::string::npos) {
       s.normalize = true;
     } else {
@@ -100,6 +101,21 @@ SentenceConfig load_sentence_config(const std::string& dir, const BertConfig& c)
     }
   }
   FLURRY_CHECK(transformer && pooling, modules.string() << ": needs a Transformer and a Pooling module");
+  const fs::path st = fs::path(dir) / "config_sentence_transformers.json";
+  if (fs::exists(st)) {
+    const Json j = read_json_file(st.string());
+    if (j.contains("prompts") && j["prompts"].is_object()) {
+      for (const auto& [name, text] : j["prompts"].items()) {
+        FLURRY_CHECK(text.is_string(), st.string() << ": prompt '" << name << "' is not a string");
+        s.prompts[name] = text.get<std::string>();
+      }
+    }
+    if (j.contains("default_prompt_name") && j["default_prompt_name"].is_string()) {
+      s.default_prompt_name = j["default_prompt_name"].get<std::string>();
+      FLURRY_CHECK(s.prompts.count(s.default_prompt_name) == 1,
+                   st.string() << ": default_prompt_name '" << s.default_prompt_name << "' is not among its prompts");
+    }
+  }
   const fs::path sb = fs::path(dir) / "sentence_bert_config.json";
   if (fs::exists(sb)) {
     const Json j = read_json_file(sb.string());
@@ -111,6 +127,29 @@ SentenceConfig load_sentence_config(const std::string& dir, const BertConfig& c)
                dir << ": max_seq_length " << s.max_seq_length << " outside [2, max_position_embeddings "
                    << c.max_position_embeddings << "]");
   return s;
+}
+
+std::string resolve_prompt(const SentenceConfig& s, const std::optional<std::string>& prompt,
+                           const std::string& prompt_name, const std::string& what) {
+  std::string text;
+  if (prompt) {
+    text = *prompt;
+  } else if (!prompt_name.empty()) {
+    const auto it = s.prompts.find(prompt_name);
+    if (it == s.prompts.end()) {
+      std::string known;
+      for (const auto& [name, value] : s.prompts) known += (known.empty() ? "" : ", ") + name;
+      FLURRY_FAIL(what << ": the checkpoint has no prompt named '" << prompt_name << "' (its prompts: "
+                       << (known.empty() ? "none" : known) << ")");
+    }
+    text = it->second;
+  } else if (!s.default_prompt_name.empty()) {
+    text = s.prompts.at(s.default_prompt_name);
+  }
+  FLURRY_CHECK(text.empty() || s.include_prompt,
+               what << ": the checkpoint's pooling leaves the prompt's tokens out (include_prompt false), "
+                       "which is not supported; pass an empty --prompt to embed without one");
+  return text;
 }
 
 }  // namespace flurry::bert

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 
 #include "io/json_file.h"
@@ -41,7 +43,19 @@ struct SentenceConfig {
   bool normalize = false;       // a Normalize module follows the pooling
   int64_t max_seq_length = 0;   // tokens, [CLS] and [SEP] included
   bool sentence_transformers = false;  // modules.json was found
+  // config_sentence_transformers.json: named prompts ("query" -> "query: ") and the one
+  // sentence-transformers prepends when the caller names none; the Pooling module's include_prompt.
+  std::map<std::string, std::string> prompts;
+  std::string default_prompt_name;  // "": none
+  bool include_prompt = true;       // false: pooling leaves the prompt's tokens out (not supported)
 };
 SentenceConfig load_sentence_config(const std::string& dir, const BertConfig& c);
+
+// The text sentence-transformers' encode() prepends, from its arguments: `prompt` when given (even
+// empty), else prompts[prompt_name] when a name is given (an unknown name is an error naming the
+// known ones), else the default prompt name's, else none. A prompt the checkpoint cannot pool as
+// sentence-transformers would (include_prompt false) is refused. `what` names the flags in errors.
+std::string resolve_prompt(const SentenceConfig& s, const std::optional<std::string>& prompt,
+                           const std::string& prompt_name, const std::string& what);
 
 }  // namespace flurry::bert

@@ -88,7 +88,7 @@ std::string Encoder::tokenize(const TextRow& row, bool whole, std::vector<int32_
   if (!row.error.empty()) return row.error;
   try {
     ScopedStage st(timers_, "tokenize");
-    *ids = tokenizer_.encode(row.text, whole ? 0 : static_cast<int>(max_len_));
+    *ids = tokenizer_.encode(prompt_.empty() ? row.text : prompt_ + row.text, whole ? 0 : static_cast<int>(max_len_));
   } catch (const InputError& e) {
     return e.what();
   }
@@ -505,7 +505,12 @@ int run_embed(app::AppContext& app, const EmbedAssets& assets, const EmbedOption
                              {"normalize", effective_normalize(assets, o)},
                              {"max_seq_length", effective_max_len(assets, o)},
                              {"chunk_tokens", o.chunk_tokens},
-                             {"chunk_overlap", o.chunk_overlap}};
+                             {"chunk_overlap", o.chunk_overlap},
+                             {"prompt", o.prompt}};
+  FLURRY_CHECK(o.prompt.empty() || o.chunk_tokens == 0,
+               "a prompt with --chunk-tokens is not supported (it would head only the first window); "
+               "pass an empty --prompt or embed whole texts");
+  enc.set_prompt(o.prompt);
   if (o.chunk_tokens > 0) {
     FLURRY_CHECK(o.chunk_tokens <= effective_max_len(assets, o),
                  "--chunk-tokens " << o.chunk_tokens << " exceeds max_seq_length " << effective_max_len(assets, o));

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/text_rows.h"
@@ -42,6 +43,9 @@ struct EmbedOptions {
   int reader_threads = 0;
   // Also write vectors.jsonl: one line per output row, in row order, with its vector as JSON.
   bool vectors_jsonl = false;
+  // Prepended to every text before tokenization, as sentence-transformers' encode(prompt=...) does
+  // (resolve_prompt gives it from --prompt / --prompt-name / the checkpoint's default); "": none.
+  std::string prompt;
 };
 
 // Token sequences -> pooled (and, as configured, normalised) vectors; a backend implements
@@ -60,14 +64,18 @@ class Encoder {
   // ([CLS]/[SEP] included).
   void encode(const std::vector<TextRow>& rows, float* out, std::vector<std::string>* errors,
               std::vector<int64_t>* tokens);
-  // A row's ids, truncated at max_len unless `whole`; returns "" or why the row has none.
+  // A row's ids (the prompt, then the row's text), truncated at max_len unless `whole`; returns ""
+  // or why the row has none.
   std::string tokenize(const TextRow& row, bool whole, std::vector<int32_t>* ids) const;
   int64_t max_len() const { return max_len_; }
+  // The text prepended to every row from now on (EmbedOptions::prompt); not while rows are encoded.
+  void set_prompt(std::string prompt) { prompt_ = std::move(prompt); }
 
  protected:
   const WordPieceTokenizer& tokenizer_;
   int64_t max_len_;
   StageTimers* timers_;
+  std::string prompt_;
 };
 
 // The CPU reference: one sequence at a time through bert_forward (batching cannot change a result).

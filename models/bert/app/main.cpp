@@ -45,7 +45,15 @@ struct Flags {
   // search / eval
   std::string corpus, beir, split = "test";
   int top_k = 10;
+  // Prompts (sentence-transformers' prompt / prompt_name): the texts this run embeds, and in eval
+  // the queries' and the corpus's. A prompt option counts as given even when empty.
+  std::string prompt, prompt_name, query_prompt, query_prompt_name, corpus_prompt, corpus_prompt_name;
+  CLI::Option *prompt_opt = nullptr, *query_prompt_opt = nullptr, *corpus_prompt_opt = nullptr;
 };
+
+std::optional<std::string> given(const CLI::Option* opt, const std::string& value) {
+  return opt != nullptr && opt->count() > 0 ? std::optional<std::string>(value) : std::nullopt;
+}
 
 // "flurry-embed eval ..." / "search" / "embed": the first word picks the job.
 std::vector<std::string> mode_word(std::vector<std::string> args) {
@@ -96,6 +104,17 @@ void add_flags(CLI::App& cli, Flags& f) {
       ->check(CLI::PositiveNumber);
   cli.add_option("--beir", f.beir, "eval: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)");
   cli.add_option("--split", f.split, "eval: the qrels split");
+  f.prompt_opt = cli.add_option("--prompt", f.prompt,
+                                "embed/search: text prepended to every text before tokenization, as "
+                                "sentence-transformers' encode(prompt=...); given empty: no prompt even where the "
+                                "checkpoint has a default one");
+  cli.add_option("--prompt-name", f.prompt_name,
+                 "embed/search: a prompt of the checkpoint's config_sentence_transformers.json, e.g. query; "
+                 "default: its default_prompt_name, if any");
+  f.query_prompt_opt = cli.add_option("--query-prompt", f.query_prompt, "eval: --prompt for the queries");
+  cli.add_option("--query-prompt-name", f.query_prompt_name, "eval: --prompt-name for the queries");
+  f.corpus_prompt_opt = cli.add_option("--corpus-prompt", f.corpus_prompt, "eval: --prompt for the corpus");
+  cli.add_option("--corpus-prompt-name", f.corpus_prompt_name, "eval: --prompt-name for the corpus");
 }
 
 std::string default_model(const char* argv0) {
@@ -129,11 +148,17 @@ int run_eval(app::AppContext& app, const bert::EmbedAssets& assets, Flags& f, st
   TextSpec queries;
   queries.format = TextFormat::kJsonl;
   queries.id_field = "_id";
+  // The prompts as sentence-transformers' InformationRetrievalEvaluator passes them to encode().
+  bert::EmbedOptions corpus_opts = f.embed, query_opts = f.embed;
+  corpus_opts.prompt = bert::resolve_prompt(assets.sentence, given(f.corpus_prompt_opt, f.corpus_prompt),
+                                            f.corpus_prompt_name, "--corpus-prompt");
+  query_opts.prompt = bert::resolve_prompt(assets.sentence, given(f.query_prompt_opt, f.query_prompt),
+                                           f.query_prompt_name, "--query-prompt");
   int status = 0;
   app.runner.output_dir = out + "/corpus";
-  status |= bert::run_embed(app, assets, f.embed, enc, {(dir / "corpus.jsonl").string()}, docs, timers);
+  status |= bert::run_embed(app, assets, corpus_opts, enc, {(dir / "corpus.jsonl").string()}, docs, timers);
   app.runner.output_dir = out + "/queries";
-  status |= bert::run_embed(app, assets, f.embed, enc, {(dir / "queries.jsonl").string()}, queries, timers);
+  status |= bert::run_embed(app, assets, query_opts, enc, {(dir / "queries.jsonl").string()}, queries, timers);
   encoder.reset();  // its device memory goes back before the search takes its own
   bert::ShardedSearchOptions so;
   so.k = std::max(f.top_k, 100);
@@ -155,6 +180,8 @@ int run_eval(app::AppContext& app, const bert::EmbedAssets& assets, Flags& f, st
   j["beir"] = f.beir;
   j["split"] = f.split;
   j["model"] = assets.dir;
+  j["query_prompt"] = query_opts.prompt;
+  j["corpus_prompt"] = corpus_opts.prompt;
   j["queries"] = m.queries;
   j["corpus_rows"] = read_npy_info(out + "/corpus/embeddings.npy").rows;
   for (int kk : ks) j["recall@" + std::to_string(kk)] = m.recall.at(kk);
@@ -205,7 +232,15 @@ int process(app::AppContext& app, Flags& f, const std::string& argv0) {
                     << ", pooling " << bert::pooling_name(assets->sentence.pooling) << ", normalize "
                     << (bert::effective_normalize(*assets, f.embed) ? "yes" : "no") << ", max_seq_length "
                     << bert::effective_max_len(*assets, f.embed) << "; device " << app.device);
-  if (f.mode == "eval") return run_eval(app, *assets, f, encoder, &timers);
+  if (f.mode == "eval") {
+    FLURRY_CHECK(f.prompt_opt->count() == 0 && f.prompt_name.empty(),
+                 "eval takes --query-prompt(-name) and --corpus-prompt(-name), not --prompt(-name)");
+    return run_eval(app, *assets, f, encoder, &timers);
+  }
+  FLURRY_CHECK(f.query_prompt_opt->count() == 0 && f.corpus_prompt_opt->count() == 0 && f.query_prompt_name.empty() &&
+                   f.corpus_prompt_name.empty(),
+               "--query-prompt(-name) and --corpus-prompt(-name) are for eval; use --prompt(-name)");
+  f.embed.prompt = bert::resolve_prompt(assets->sentence, given(f.prompt_opt, f.prompt), f.prompt_name, "--prompt");
   std::vector<std::string> paths = app.inputs.paths;
   if (!app.inputs.input_list.empty()) {
     std::ifstream in(app.inputs.input_list);

@@ -10,6 +10,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -136,6 +139,80 @@ TEST_F(MiniLM, TokensAndEmbeddingsMatchSentenceTransformers) {
 }
 
 TEST_F(MiniLM, BatchingDoesNotChangeAVector) { expect_batch_equals_single(*assets_, goldens()); }
+
+// Prompts (tests/fixtures/bert/make_prompt_goldens.py): an explicit prompt on the real folder, and on
+// a copy whose config_sentence_transformers.json names prompts with a default: the default, a named
+// one, and an empty prompt overriding the default. The prompt resolve_prompt picks must be the one
+// sentence-transformers used, the ids equal, the vectors within cosine 0.99999 and 2e-5.
+TEST_F(MiniLM, PromptsMatchSentenceTransformers) {
+  std::ifstream in(test::fixture_path("bert/minilm_prompt_goldens.json"));
+  const nlohmann::json g = nlohmann::json::parse(in);
+  const fs::path copy = test::fresh_temp_dir("minilm-prompted");
+  for (const auto& e : fs::directory_iterator(minilm_dir())) {
+    if (e.path().filename() != "config_sentence_transformers.json") {
+      fs::create_symlink(fs::absolute(e.path()), copy / e.path().filename());
+    }
+  }
+  nlohmann::json st = nlohmann::json::object();
+  if (fs::exists(minilm_dir() + "/config_sentence_transformers.json")) {
+    std::ifstream cin(minilm_dir() + "/config_sentence_transformers.json");
+    st = nlohmann::json::parse(cin);
+  }
+  st.update(g["config_sentence_transformers"]);
+  std::ofstream(copy / "config_sentence_transformers.json") << st.dump(2);
+  const EmbedAssets prompted = load_embed_assets(copy.string());
+  EXPECT_EQ(prompted.sentence.default_prompt_name, "passage");
+  EXPECT_EQ(prompted.sentence.prompts.size(), 3u);
+  EXPECT_TRUE(assets_->sentence.prompts.empty());
+
+  double worst = 1.0;
+  int cases = 0;
+  for (const auto& c : g["cases"]) {
+    const EmbedAssets& a = c["folder"] == "plain" ? *assets_ : prompted;
+    const nlohmann::json& args = c["args"];
+    std::optional<std::string> prompt;
+    if (args.contains("prompt")) prompt = args["prompt"].get<std::string>();
+    const std::string name = args.contains("prompt_name") ? args["prompt_name"].get<std::string>() : "";
+    EmbedOptions o;
+    o.prompt = resolve_prompt(a.sentence, prompt, name, "test");
+    const std::string what = c["text"].get<std::string>().substr(0, 40) + " with " + args.dump();
+    EXPECT_EQ(o.prompt, c["prompt"].get<std::string>()) << what;
+    CpuEncoder enc(a, o, nullptr);
+    enc.set_prompt(o.prompt);
+    std::vector<TextRow> rows(1);
+    rows[0].text = c["text"];
+    std::vector<int32_t> ids;
+    ASSERT_EQ(enc.tokenize(rows[0], false, &ids), "");
+    EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << what;
+    std::vector<float> v(static_cast<size_t>(enc.dim()), std::nanf(""));
+    std::vector<std::string> errors;
+    std::vector<int64_t> tokens;
+    enc.encode(rows, v.data(), &errors, &tokens);
+    ASSERT_TRUE(errors[0].empty()) << errors[0];
+    const auto want = c["embedding"].get<std::vector<float>>();
+    const double cs = cosine(v.data(), want);
+    worst = std::min(worst, cs);
+    EXPECT_GE(cs, 0.99999) << what;
+    for (size_t j = 0; j < want.size(); ++j) EXPECT_NEAR(v[j], want[j], 2e-5) << what;
+    ++cases;
+  }
+  EXPECT_EQ(cases, 12);
+  std::printf("prompts: %d cases, worst cosine to sentence-transformers %.9f\n", cases, worst);
+
+  // What resolve_prompt refuses: an unknown name (the error lists the known ones), and any prompt
+  // on a checkpoint whose pooling leaves the prompt out.
+  try {
+    resolve_prompt(prompted.sentence, std::nullopt, "document", "--prompt-name");
+    ADD_FAILURE() << "an unknown prompt name was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("passage, query, retrieval"), std::string::npos) << e.what();
+  }
+  SentenceConfig no_prompt_pooling = prompted.sentence;
+  no_prompt_pooling.include_prompt = false;
+  EXPECT_THROW(resolve_prompt(no_prompt_pooling, std::nullopt, "", "--prompt"), Error);
+  EXPECT_EQ(resolve_prompt(no_prompt_pooling, std::string(), "", "--prompt"), "");
+  fs::remove_all(copy);
+}
 
 // A random BERT with the head size of bert-base (tests/fixtures/bert/make_random_bert.py: 4 heads x
 // 64, F16 weights, a vocab.txt and no tokenizer.json), committed so that it runs everywhere.

@@ -217,6 +217,27 @@ TEST_F(EmbedCli, SearchAndBeirEval) {
   EXPECT_EQ(e["hit@1"], 1.0) << e.dump();
   EXPECT_EQ(e["recall@5"], 1.0);
   EXPECT_EQ(e["ndcg@10"], 1.0);
+  EXPECT_EQ(e["query_prompt"], "");  // all-MiniLM-L6-v2 names no default prompt
+  // The evaluator's prompts (sentence-transformers' query_prompt / corpus_prompt): recorded in
+  // eval.json and in each side's manifest; a prompt name the checkpoint lacks is refused.
+  run = test::run_command(std::string(FLURRY_EMBED_BIN) + " eval --device cpu --model " + minilm_dir() + " --beir " +
+                              beir.string() + " --query-prompt 'query: ' --corpus-prompt 'passage: ' --output-dir " +
+                              (dir_ / "eval-prompts").string() + " 2>&1",
+                          300);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::ifstream pin(dir_ / "eval-prompts" / "eval.json");
+  const json pe = json::parse(pin);
+  EXPECT_EQ(pe["query_prompt"], "query: ");
+  EXPECT_EQ(pe["corpus_prompt"], "passage: ");
+  EXPECT_EQ(pe["hit@1"], 1.0) << pe.dump();
+  std::ifstream qm(dir_ / "eval-prompts" / "queries" / "manifest.json");
+  EXPECT_EQ(json::parse(qm)["embedding"]["prompt"], "query: ");
+  run = test::run_command(std::string(FLURRY_EMBED_BIN) + " --device cpu --model " + minilm_dir() +
+                              " --prompt-name query --output-dir " + (dir_ / "bad-prompt").string() + " " +
+                              (beir / "corpus.jsonl").string() + " 2>&1",
+                          300);
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_NE(run.output.find("no prompt named 'query'"), std::string::npos) << run.output;
   // search against the embedded corpus: the same answers.
   std::ofstream(dir_ / "q.txt") << "capital city of France\n";
   run = test::run_command(std::string(FLURRY_EMBED_BIN) + " search --device cpu --model " + minilm_dir() + " --corpus " +
