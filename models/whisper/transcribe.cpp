@@ -1,6 +1,11 @@
 #include "models/whisper/transcribe.h"
 
 #include <algorithm>
+#include <cmath>
+#include <exception>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "models/whisper/text_metrics.h"
 #include "runtime/check.h"
@@ -130,9 +135,25 @@ Transcript transcribe(DecoderModel& model, const SpecialTokens& sp, const Transc
   const int remaining_prompt_length = half_ctx - 1 - static_cast<int>(opts.initial_prompt.size());
   tr.all_tokens = opts.initial_prompt;
   size_t prompt_reset_since = 0;
-  int seek = 0;
-  while (seek < content_frames) {
-    const int segment_size = std::min(kFramesPerWindow, content_frames - seek);
+  // The spans to transcribe, in frames (openai-whisper's seek_clips).
+  std::vector<int> points;
+  for (double t : opts.clip_timestamps) {
+    FLURRY_CHECK(std::isfinite(t) && t >= 0.0, "clip_timestamps: " << t << " is not a time in seconds");
+    points.push_back(static_cast<int>(std::nearbyint(t * (kSampleRate / kHopLength))));  // round(t * 100)
+  }
+  if (points.empty()) points.push_back(0);
+  if (points.size() % 2 == 1) points.push_back(content_frames);
+  size_t clip = 0;
+  int seek = points[0];
+  while (clip < points.size() / 2) {
+    const int clip_start = points[2 * clip], clip_end = points[2 * clip + 1];
+    if (seek < clip_start) seek = clip_start;
+    const int segment_size = std::min({kFramesPerWindow, content_frames - seek, clip_end - seek});
+    if (seek >= clip_end || segment_size <= 0) {
+      ++clip;
+      if (clip < points.size() / 2) seek = points[2 * clip];
+      continue;
+    }
     encode_window(seek, segment_size);
 
     std::vector<int> prompt;
@@ -178,6 +199,27 @@ Transcript transcribe(DecoderModel& model, const SpecialTokens& sp, const Transc
                                 tr.all_tokens.end());
   tr.text = decode_text(detokenize, spoken, sp.timestamp_begin);
   return tr;
+}
+
+std::vector<double> parse_clip_timestamps(const std::string& csv) {
+  std::vector<double> out;
+  std::stringstream ss(csv);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const std::string t = strip_whitespace(item);
+    FLURRY_CHECK(!t.empty(), "clip_timestamps '" << csv << "': an empty entry");
+    size_t used = 0;
+    double v = 0.0;
+    try {
+      v = std::stod(t, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    FLURRY_CHECK(used == t.size() && std::isfinite(v) && v >= 0.0,
+                 "clip_timestamps '" << csv << "': '" << t << "' is not a time in seconds");
+    out.push_back(v);
+  }
+  return out;
 }
 
 }  // namespace flurry::whisper

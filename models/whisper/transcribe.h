@@ -1,7 +1,7 @@
 // Long-form transcription: openai-whisper's transcribe() loop over successive 30 s windows, with
 // temperature fallback, the no-speech skip, prompting from previous text, segmenting at timestamp
-// tokens and seeking. Word timestamps, clip_timestamps and hallucination_silence_threshold are
-// not implemented.
+// tokens and seeking, clip_timestamps. Word timestamps and hallucination_silence_threshold are not
+// implemented.
 #pragma once
 
 #include <functional>
@@ -25,7 +25,16 @@ struct TranscribeOptions {
   bool condition_on_previous_text = true;
   std::vector<int> initial_prompt;    // tokens of " " + initial prompt text
   bool carry_initial_prompt = false;  // prepend initial_prompt to every window's prompt
+  // openai-whisper's clip_timestamps: start,end,start,end,... seconds of the spans to transcribe
+  // (frames round(t * 100)); an odd count's last span runs to the end; empty: the whole file.
+  // Windows never cross a span's end; a span the previous window overran is skipped. One
+  // deviation: where a span reaches past the audio and seeking lands at its end, openai-whisper
+  // would decode an empty window (and may never leave it); here the span ends.
+  std::vector<double> clip_timestamps;
 };
+
+// Parses the comma-separated clip_timestamps option ("0", "5,25.5,40", ""); throws on a bad number.
+std::vector<double> parse_clip_timestamps(const std::string& csv);
 
 // The decoding fills language, text, segments and all_tokens; the binary adds id and duration.
 using Segment = flurry::Segment;

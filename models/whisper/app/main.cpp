@@ -44,8 +44,8 @@ struct Flags {
   double temperature_increment = 0.2;
   int best_of = 5, beam_size = 5;
   double patience = 0.0, length_penalty = -1.0;
-  std::string suppress_tokens = "-1", initial_prompt;
-  bool condition_on_previous_text = true, without_timestamps = false;
+  std::string suppress_tokens = "-1", initial_prompt, clip_timestamps = "0";
+  bool condition_on_previous_text = true, without_timestamps = false, carry_initial_prompt = false;
   double compression_ratio_threshold = 2.4, logprob_threshold = -1.0, no_speech_threshold = 0.6;
   uint64_t seed = 0;
 };
@@ -89,6 +89,11 @@ void add_whisper_flags(CLI::App& app, Flags& f) {
   app.add_option("--suppress_tokens,--suppress-tokens", f.suppress_tokens,
                  "comma-separated token ids to suppress; -1 is the checkpoint's list of non-speech symbols");
   app.add_option("--initial_prompt,--initial-prompt", f.initial_prompt, "text to condition the first window on");
+  app.add_flag("--carry_initial_prompt,--carry-initial-prompt", f.carry_initial_prompt,
+               "prepend --initial_prompt to every window's prompt, not only the first");
+  app.add_option("--clip_timestamps,--clip-timestamps", f.clip_timestamps,
+                 "comma-separated start,end,start,end,... seconds of the spans to transcribe; the last end "
+                 "defaults to the end of the file");
   app.add_option("--condition_on_previous_text,--condition-on-previous-text", f.condition_on_previous_text,
                  "prompt each window with the previous window's text (true/false)");
   app.add_flag("--without_timestamps,--without-timestamps", f.without_timestamps,
@@ -126,6 +131,8 @@ TranscribeOptions make_options(const Flags& f, const flurry::whisper::WhisperAss
   o.no_speech_threshold = f.no_speech_threshold;
   o.condition_on_previous_text = f.condition_on_previous_text;
   if (!f.initial_prompt.empty()) o.initial_prompt = assets.tokenizer->encode(" " + f.initial_prompt, false);
+  o.carry_initial_prompt = f.carry_initial_prompt;
+  o.clip_timestamps = flurry::whisper::parse_clip_timestamps(f.clip_timestamps);
   return o;
 }
 

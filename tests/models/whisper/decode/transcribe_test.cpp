@@ -1,10 +1,13 @@
 // transcribe() against openai-whisper's transcribe() run on the same fake model (transcribe.json):
 // temperature fallback (with the shared hash sampler), the no-speech skip, prompts from previous
-// text and their reset, initial prompts, segmenting at timestamp pairs and seeking. The fake
+// text and their reset, initial prompts, segmenting at timestamp pairs and seeking, clip_timestamps. The fake
 // encoder names each window by (seek, frames), as the synthetic mel in the script does.
+#include <cmath>
+#include <string>
 #include <vector>
 
 #include "models/whisper/text_metrics.h"
+#include "runtime/check.h"
 #include "models/whisper/transcribe.h"
 #include "tests/models/whisper/decode/fake_model.h"
 #include "tests/models/whisper/decode/golden_json.h"
@@ -23,6 +26,7 @@ TranscribeOptions transcribe_options_from(const nlohmann::json& j) {
   if (j.contains("condition_on_previous_text")) o.condition_on_previous_text = j["condition_on_previous_text"];
   if (j.contains("initial_prompt")) o.initial_prompt = j["initial_prompt"].get<std::vector<int>>();
   if (j.contains("carry_initial_prompt")) o.carry_initial_prompt = j["carry_initial_prompt"];
+  if (j.contains("clip_timestamps")) o.clip_timestamps = parse_clip_timestamps(j["clip_timestamps"].get<std::string>());
   auto threshold = [&](const char* key, std::optional<double>& dst) {
     if (!j.contains(key)) return;
     if (j[key].is_null()) {
@@ -41,7 +45,7 @@ TEST(WhisperTranscribe, MatchesOpenaiWhisperOnFakeModel) {
   const auto g = load_golden("transcribe.json");
   ASSERT_TRUE(g.contains("cases"));
   const SpecialTokens sp = fake_special_tokens();
-  int n = 0, fallbacks = 0;
+  int n = 0, fallbacks = 0, clip_cases = 0;
   for (const auto& c : g["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
     FakeWhisperModel model;
@@ -73,9 +77,25 @@ TEST(WhisperTranscribe, MatchesOpenaiWhisperOnFakeModel) {
       if (s.temperature > 0) ++fallbacks;
     }
     EXPECT_FALSE(windows.empty());
+    if (c["options"].contains("clip_timestamps")) {
+      // Every window encoded after the language detection lies inside one span.
+      const std::vector<double> t = parse_clip_timestamps(c["options"]["clip_timestamps"].get<std::string>());
+      const size_t first = c["options"].contains("language") ? 0 : 1;
+      for (size_t w = first; w < windows.size(); ++w) {
+        bool inside = false;
+        for (size_t k = 0; k < t.size(); k += 2) {
+          const double end = k + 1 < t.size() ? t[k + 1] * 100 : c["frames"].get<double>();
+          inside = inside || (windows[w].first >= std::nearbyint(t[k] * 100) &&
+                              windows[w].first + windows[w].second <= std::nearbyint(end));
+        }
+        EXPECT_TRUE(inside) << "window at " << windows[w].first << " (" << windows[w].second << " frames)";
+      }
+      ++clip_cases;
+    }
     ++n;
   }
   EXPECT_GE(n, 8);
+  EXPECT_GE(clip_cases, 3);
   EXPECT_GT(fallbacks, 0) << "no golden exercised the temperature fallback";
 }
 
@@ -83,6 +103,16 @@ DecodingResult result_with(std::vector<int> tokens) {
   DecodingResult r;
   r.tokens = std::move(tokens);
   return r;
+}
+
+TEST(WhisperTranscribe, ParsesClipTimestamps) {
+  EXPECT_EQ(parse_clip_timestamps("0"), std::vector<double>({0.0}));
+  EXPECT_EQ(parse_clip_timestamps(" 5, 25.5 ,40"), std::vector<double>({5.0, 25.5, 40.0}));
+  EXPECT_TRUE(parse_clip_timestamps("").empty());
+  EXPECT_THROW(parse_clip_timestamps("5,,6"), flurry::Error);
+  EXPECT_THROW(parse_clip_timestamps("5,abc"), flurry::Error);
+  EXPECT_THROW(parse_clip_timestamps("-1"), flurry::Error);
+  EXPECT_THROW(parse_clip_timestamps("3s"), flurry::Error);
 }
 
 // Seeking rules on scripted windows (from transcribe.py's documented behaviour).
