@@ -5,7 +5,6 @@
 #include <limits>
 #include <memory>
 #include <numeric>
-#include <sstream>
 
 #include "models/whisper/text_metrics.h"
 #include "runtime/check.h"
@@ -152,10 +151,7 @@ int RandomSampler::sample(const float* logits, int vocab, float temperature) {
 
 std::vector<int> parse_suppress_tokens(const std::string& csv) {
   std::vector<int> out;
-  std::stringstream ss(csv);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const std::string t = strip_whitespace(item);
+  for (const std::string& t : split_fields(csv)) {
     if (t.empty()) continue;
     size_t used = 0;
     int v = 0;
@@ -292,7 +288,6 @@ class DecodeRun {
   TimestampRules ts_rules_;
   LogitRuleSet rule_set_;       // the same rules as data, for a model that selects
   bool model_selects_ = false;  // greedy at temperature 0, or beam search, on a model with forward_select()
-  bool model_samples_ = false;  // model_selects_ at temperature > 0: the model draws with our uniforms
   int select_k_ = 0;            // the query's top_k: 0 greedy, beam_size + 1 beam search
   std::vector<AudioState> audio_;
   std::vector<Row> rows_;
@@ -347,7 +342,6 @@ DecodeRun::DecodeRun(DecoderModel& model, const SpecialTokens& sp, const Decodin
       // Sampling on the model's side with the sampler's own uniforms, drawn here in the order the
       // host path would draw them (audio by audio, row by row), so the tokens are the host's.
       model_selects_ = sampler_->draws_uniform() && model.samples_tokens();
-      model_samples_ = model_selects_;
     }
   }
 }
@@ -586,7 +580,7 @@ std::vector<DecodingResult> DecodeRun::run() {
         query.sampled.push_back(row.tokens.data() + begin);
         query.n_sampled.push_back(static_cast<int>(row.tokens.size()) - begin);
       }
-      if (model_samples_) {
+      if (!beam_ && o_.temperature > 0.0f) {  // the model draws (beam search ignores the temperature)
         // step_greedy's draws: one per row (finished rows too), audio by audio in row order.
         query.temperature = o_.temperature;
         query.uniform.assign(n, 0.0);

@@ -40,13 +40,14 @@ struct LogitRuleSet {
   TimestampRules ts;              // eot is set whether or not timestamps are on
   int forced_length = 0;          // apply_forced_length, last; 0: off
 
-  bool operator==(const LogitRuleSet& o) const {
-    return forced_length == o.forced_length && suppress_blank == o.suppress_blank &&
-           blank_tokens == o.blank_tokens && suppress == o.suppress &&
+  // Equal but for forced_length (a backend that takes the length per row shares one rule set).
+  bool same_rules(const LogitRuleSet& o) const {
+    return suppress_blank == o.suppress_blank && blank_tokens == o.blank_tokens && suppress == o.suppress &&
            timestamps == o.timestamps && ts.eot == o.ts.eot && ts.no_timestamps == o.ts.no_timestamps &&
            ts.timestamp_begin == o.ts.timestamp_begin &&
            ts.max_initial_timestamp_index == o.ts.max_initial_timestamp_index;
   }
+  bool operator==(const LogitRuleSet& o) const { return forced_length == o.forced_length && same_rules(o); }
   bool operator!=(const LogitRuleSet& o) const { return !(*this == o); }
 };
 

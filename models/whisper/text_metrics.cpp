@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <sstream>
 #include <vector>
 
 #include "runtime/check.h"
@@ -23,6 +24,13 @@ std::string strip_whitespace(const std::string& s) {
   while (b < e && is_space(static_cast<unsigned char>(s[b]))) ++b;
   while (e > b && is_space(static_cast<unsigned char>(s[e - 1]))) --e;
   return s.substr(b, e - b);
+}
+
+std::vector<std::string> split_fields(const std::string& csv) {
+  std::vector<std::string> out;
+  std::stringstream ss(csv);
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(strip_whitespace(item));
+  return out;
 }
 
 }  // namespace flurry::whisper

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace flurry::whisper {
 
@@ -14,5 +15,9 @@ double compression_ratio(const std::string& utf8);
 // \x1c-\x1f. (Python also strips Unicode spaces such as U+00A0; the tokenizer's text decoder does
 // not produce them at the ends of a Whisper segment in practice.)
 std::string strip_whitespace(const std::string& s);
+
+// The fields of a comma-separated option ("-1,220", "5, 25.5"), each stripped as strip_whitespace
+// does, as std::getline splits them (empty fields kept except a trailing one; "" gives none).
+std::vector<std::string> split_fields(const std::string& csv);
 
 }  // namespace flurry::whisper

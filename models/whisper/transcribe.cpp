@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -203,10 +202,7 @@ Transcript transcribe(DecoderModel& model, const SpecialTokens& sp, const Transc
 
 std::vector<double> parse_clip_timestamps(const std::string& csv) {
   std::vector<double> out;
-  std::stringstream ss(csv);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const std::string t = strip_whitespace(item);
+  for (const std::string& t : split_fields(csv)) {
     FLURRY_CHECK(!t.empty(), "clip_timestamps '" << csv << "': an empty entry");
     size_t used = 0;
     double v = 0.0;

@@ -349,7 +349,7 @@ struct GpuSlotBackend::Select {
   // (eot_after), not part of the key, so lanes with different lengths share one launch.
   int find_or_add(const LogitRuleSet& r) {
     for (size_t i = 0; i < rules.size(); ++i) {
-      if (same_but_length(rules[i].key, r)) return static_cast<int>(i);
+      if (rules[i].key.same_rules(r)) return static_cast<int>(i);
     }
     Rules e;
     e.key = r;
@@ -366,13 +366,6 @@ struct GpuSlotBackend::Select {
     }
     rules.push_back(std::move(e));
     return static_cast<int>(rules.size()) - 1;
-  }
-
-  static bool same_but_length(const LogitRuleSet& key, const LogitRuleSet& r) {
-    if (r.forced_length == 0) return key == r;
-    LogitRuleSet q = r;
-    q.forced_length = 0;
-    return key == q;
   }
 
   LogitRulesGpu device_rules(int i) const {
@@ -710,6 +703,21 @@ namespace flurry::whisper {
 
 bool GpuSlotBackend::encodes_samples() const { return mel_ != nullptr; }
 
+namespace {
+
+// Log-mel of the first n windows staged in the state's sample buffer, each with its 30 s of context.
+LogMelArgs context_mel_args(const WhisperGpuState& s, int n) {
+  LogMelArgs a;
+  a.samples = s.samples;
+  a.sample_stride = kLogMelContextSamples;
+  a.lengths = s.sample_lengths;
+  a.batch = n;
+  a.context = true;
+  return a;
+}
+
+}  // namespace
+
 void GpuSlotBackend::find_floors(const std::vector<const SampleWindow*>& windows) {
   WhisperGpuState& s = *g_.state;
   Mel& m = *mel_;
@@ -735,12 +743,7 @@ void GpuSlotBackend::find_floors(const std::vector<const SampleWindow*>& windows
     }
     CUDA_CHECK(cudaMemcpyAsync(s.sample_lengths, m.h_lengths(), static_cast<size_t>(n) * sizeof(int32_t),
                                cudaMemcpyHostToDevice, st));
-    LogMelArgs a;
-    a.samples = s.samples;
-    a.sample_stride = kLogMelContextSamples;
-    a.lengths = s.sample_lengths;
-    a.batch = n;
-    a.context = true;
+    LogMelArgs a = context_mel_args(s, n);
     a.peak_out = m.d_peak;
     a.out = nullptr;
     g_.logmel->run(a, s.logmel_ws, s.logmel_ws_bytes, st);
@@ -788,12 +791,7 @@ void GpuSlotBackend::encode_samples(const std::vector<int>& audio, const std::ve
                              st));
   CUDA_CHECK(cudaMemcpyAsync(m.d_floor, m.h_floor(), static_cast<size_t>(n) * sizeof(float), cudaMemcpyHostToDevice,
                              st));
-  LogMelArgs a;
-  a.samples = s.samples;
-  a.sample_stride = kLogMelContextSamples;
-  a.lengths = s.sample_lengths;
-  a.batch = n;
-  a.context = true;
+  LogMelArgs a = context_mel_args(s, n);
   a.floors = m.d_floor;
   a.valid_frames = m.d_valid;
   a.out = s.mel;
